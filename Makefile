@@ -1,0 +1,32 @@
+# One command each: make install | make demo | make test | make test-slow | make bench
+PY := .venv/bin/python
+STAMP := .venv/.installed
+
+.PHONY: install demo test test-slow bench clean
+
+install: $(STAMP)
+
+# torch==2.13.0 is the CPU wheel on this machine's disk; onnx2tf's own pins clash with the rest,
+# so it goes in without its dependencies, on top of what it really needs (in requirements.txt).
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	python3.11 -m venv .venv || python3 -m venv .venv
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps onnx2tf==1.29.24
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: install
+	.venv/bin/mvdeploy convert --target tflite
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+bench: install
+	$(PY) benchmarks/fusion_latency.py
+	$(PY) benchmarks/runtime_latency.py
+
+clean:
+	rm -rf mvdeploy-out .pytest_cache

@@ -1,0 +1,93 @@
+"""One root error and typed leaves. Library code raises these; only the CLI turns them into exit codes."""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class MvDeployError(Exception):
+    """Root of every error mvdeploy raises on purpose. The message is one readable line."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"known: {', '.join(known)}{hint}"
+
+
+class UnknownNameError(MvDeployError):
+    """A model, target, precision or converter name that is not registered."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]):
+        super().__init__(f"unknown {kind} '{name}' ({did_you_mean(name, known)})")
+
+
+class UnknownModelError(UnknownNameError):
+    def __init__(self, name: str, known: Iterable[str]):
+        super().__init__("model", name, known)
+
+
+class UnknownTargetError(UnknownNameError):
+    def __init__(self, name: str, known: Iterable[str]):
+        super().__init__("target", name, known)
+
+
+class InputSizeError(MvDeployError):
+    """An image size the model cannot take."""
+
+
+class WeightsError(MvDeployError):
+    """A weights file that is missing, unreadable or not a state dict."""
+
+
+class WeightMismatchError(WeightsError):
+    """A weights file whose keys or shapes do not match the model."""
+
+    def __init__(self, model: str, missing: list[str], unexpected: list[str], shapes: list[str]):
+        self.missing, self.unexpected, self.shapes = missing, unexpected, shapes
+
+        def few(items: list[str]) -> str:
+            shown = ", ".join(items[:3])
+            return shown + (f" (+{len(items) - 3} more)" if len(items) > 3 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {few(unexpected)}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches: {few(shapes)}")
+        super().__init__(
+            f"weights do not fit {model}: " + "; ".join(parts)
+            + " (is this a checkpoint for another model or --num-classes?)"
+        )
+
+
+class FusionError(MvDeployError):
+    """Fusion was asked of something that cannot be fused (for example a BatchNorm in training mode)."""
+
+
+class DataError(MvDeployError):
+    """Image data that cannot be used: an empty folder, no readable images."""
+
+
+class TargetUnavailableError(MvDeployError):
+    """A target whose toolchain is not installed or cannot run on this machine."""
+
+
+class ConversionError(MvDeployError):
+    """A converter failed to produce an artifact."""
+
+
+class ArtifactError(MvDeployError):
+    """An artifact that cannot be loaded or run (corrupt file, unsupported ops)."""
+
+
+class ParityError(MvDeployError):
+    """An artifact that does not compute what the PyTorch model computes. Carries the report."""
+
+    def __init__(self, report):
+        self.report = report
+        first = report.failures[0] if report.failures else "parity failed"
+        super().__init__(f"parity failed for {report.artifact}: {first}")

@@ -1,0 +1,76 @@
+"""Parity metrics: pure numpy over a reference and a candidate output. Knows nothing about runtimes."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+SQNR_CAP_DB = 300.0   # identical outputs have infinite SQNR; JSON has no infinity
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """How far a candidate's outputs [N, K] are from the reference's, sample by sample."""
+
+    max_abs: float         # max |c - r| over everything
+    mean_abs: float        # mean |c - r| over everything
+    max_rel: float         # max over samples of max|c - r| / max|r| (error scaled by the reference's magnitude)
+    cosine_min: float      # min over samples of cos(c, r)
+    cosine_mean: float     # mean over samples of cos(c, r)
+    sqnr_db: float         # 10 log10(sum r^2 / sum (c - r)^2) over everything, capped at 300 dB
+    top1_agreement: float  # fraction of samples whose argmax agrees
+    top5_overlap: float    # mean fraction of the reference's top-5 classes found in the candidate's top-5
+    nonfinite: int         # NaN or Inf values in the candidate
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _topk(x: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, x.shape[1])
+    return np.argsort(-x, axis=1, kind="stable")[:, :k]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity; two all-zero rows count as identical, one all-zero row as 0."""
+    num = np.sum(a * b, axis=1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+    out = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    return np.where(both_zero, 1.0, out)
+
+
+def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    noise = float(np.sum((candidate.astype(np.float64) - reference) ** 2))
+    if noise == 0.0:
+        return SQNR_CAP_DB
+    if signal == 0.0:
+        return -SQNR_CAP_DB
+    return float(min(SQNR_CAP_DB, 10.0 * np.log10(signal / noise)))
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> Metrics:
+    """Metrics of candidate against reference; both [N, K] (anything else is flattened per sample)."""
+    r = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    c = np.asarray(candidate, dtype=np.float64).reshape(len(candidate), -1)
+    if r.shape != c.shape:
+        raise ValueError(f"reference {r.shape} and candidate {c.shape} differ in shape")
+    nonfinite = int(np.size(c) - np.count_nonzero(np.isfinite(c)))
+    c_finite = np.where(np.isfinite(c), c, 0.0)   # metrics of the finite part; nonfinite is its own check
+    err = np.abs(c_finite - r)
+    scale = np.maximum(np.max(np.abs(r), axis=1), np.finfo(np.float64).tiny)
+    cos = cosine(r, c_finite)
+    top5_r, top5_c = _topk(r, 5), _topk(c_finite, 5)
+    overlap = [len(set(a) & set(b)) / len(a) for a, b in zip(top5_r, top5_c)]
+    return Metrics(
+        max_abs=float(err.max()),
+        mean_abs=float(err.mean()),
+        max_rel=float(np.max(err.max(axis=1) / scale)),
+        cosine_min=float(cos.min()),
+        cosine_mean=float(cos.mean()),
+        sqnr_db=sqnr_db(r, c_finite),
+        top1_agreement=float(np.mean(np.argmax(r, axis=1) == np.argmax(c_finite, axis=1))),
+        top5_overlap=float(np.mean(overlap)),
+        nonfinite=nonfinite,
+    )

@@ -1,0 +1,47 @@
+"""The parity report: what was compared, how, and whether it passed. Written as <artifact>.parity.json."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .compare import Metrics
+from .tolerances import Tolerance
+
+
+@dataclass
+class ParityReport:
+    artifact: str                 # path of the checked file
+    target: str
+    precision: str
+    reference: str                # what produced the expected outputs (e.g. "torch 2.13.0 eager CPU, mobilevit_xxs unfused")
+    engine: str                   # what ran the artifact
+    samples: dict                 # {"synthetic": n, "real": n, "source": path or None}
+    metrics: Metrics | None       # None when the artifact could not run at all
+    tolerance: Tolerance
+    failures: list[str]
+    weights: str                  # a path, or "random"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {
+            "artifact": self.artifact, "target": self.target, "precision": self.precision,
+            "reference": self.reference, "engine": self.engine, "samples": self.samples,
+            "passed": self.passed, "metrics": self.metrics.to_dict() if self.metrics else None,
+            "tolerance": self.tolerance.to_dict(), "failures": self.failures,
+            "weights": self.weights, "notes": self.notes,
+        }
+
+    def write(self, path: Path) -> Path:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return Path(path)
+
+
+def parity_path(artifact: Path) -> Path:
+    """<artifact>.parity.json beside the artifact."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".parity.json")
