@@ -1,6 +1,7 @@
 """ONNX target: torch.onnx.export (TorchScript exporter, opset 17+), run by onnxruntime."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +72,10 @@ class OnnxTarget:
             model = NhwcInput(model)
         example = torch.zeros(spec.input_shape)
         try:
-            torch.onnx.export(model, (example,), str(out_path), dynamo=False, opset_version=OPSET,
-                              input_names=["image"], output_names=["logits"])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")     # tracer and deprecation chatter; failures still raise
+                torch.onnx.export(model, (example,), str(out_path), dynamo=False, opset_version=OPSET,
+                                  input_names=["image"], output_names=["logits"])
         except Exception as e:
             raise ConversionError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
         return self.load(out_path, precision=spec.precision)

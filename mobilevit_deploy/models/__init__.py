@@ -1,0 +1,47 @@
+"""Model registry and factory: `MODELS` (name -> config), `model_config(name)`, `create_model(name)`."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import UnknownModelError
+from .layers import init_weights
+from .mobilevit import VARIANTS as MOBILEVIT_VARIANTS, MobileViT, MobileViTConfig
+from .swin import VARIANTS as SWIN_VARIANTS, SwinConfig, SwinTransformer
+
+ModelConfig = MobileViTConfig | SwinConfig
+"""Every config has: name, family, default_image_size, preprocess (Preprocess), size_multiple and
+check_image_size(size), which raises InputSizeError for a side the model cannot take."""
+
+MODELS: dict[str, ModelConfig] = {**MOBILEVIT_VARIANTS, **SWIN_VARIANTS}
+
+FAMILIES: dict[str, type[nn.Module]] = {   # config.family -> the class that builds it
+    "mobilevit": MobileViT,
+    "swin": SwinTransformer,
+}
+
+
+def model_config(name: str) -> ModelConfig:
+    """The config registered under `name`; UnknownModelError (listing the known names) otherwise."""
+    if name not in MODELS:
+        raise UnknownModelError(name, MODELS)
+    return MODELS[name]
+
+
+def create_model(name: str, num_classes: int = 1000, image_size: int | None = None, seed: int = 0) -> nn.Module:
+    """A randomly initialized model in eval mode; the same arguments always give the same weights.
+
+    `image_size` (default: the config's) is checked up front (InputSizeError). The model carries
+    `.cfg`, `.name` and `.image_size`. The init draws only from a generator seeded with `seed`, so
+    the global torch RNG is left as it was.
+    """
+    cfg = model_config(name)
+    size = cfg.default_image_size if image_size is None else image_size
+    cfg.check_image_size(size)
+    with torch.random.fork_rng(devices=[]):   # layer constructors draw from the global RNG; undo that
+        model = FAMILIES[cfg.family](cfg, num_classes=num_classes, image_size=size)
+    init_weights(model, torch.Generator().manual_seed(seed))
+    return model.eval()
+
+
+__all__ = ["MODELS", "FAMILIES", "ModelConfig", "create_model", "model_config"]

@@ -1,0 +1,165 @@
+"""The main job as library calls: prepare a model, convert it for a target, prove parity.
+
+Writes are atomic: a converter writes into a hidden temporary folder inside the output folder, the
+parity check runs there, and only then are the artifact and its report renamed into place. A failed
+conversion leaves nothing behind.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from converters.base import Calibration, Target, check_precision, get_target
+from .data import load_folder, synthetic_images
+from .errors import ArtifactError, TargetUnavailableError
+from .fusion import fuse
+from .models import create_model, model_config
+from .models.weights import load_weights
+from .parity import ParityReport, compare, parity_path, tolerance_for
+from .runners.torch import TorchRunner
+from .spec import Artifact, ExportSpec, Layout, Precision, Preprocess  # noqa: F401 (ExportSpec re-exported)
+
+
+@dataclass
+class PreparedModel:
+    """The PyTorch source of truth for one run: the unfused model with its weights and preprocessing."""
+
+    name: str
+    model: nn.Module
+    image_size: int
+    num_classes: int
+    preprocess: Preprocess
+    weights: str                # a path, or "random"
+
+    @property
+    def trained(self) -> bool:
+        return self.weights != "random"
+
+
+def prepare_model(name: str, weights: Path | None = None, num_classes: int | None = None,
+                  image_size: int | None = None) -> PreparedModel:
+    config = model_config(name)
+    size = image_size or config.default_image_size
+    classes = num_classes or 1000
+    model = create_model(name, num_classes=classes, image_size=size)
+    if weights is not None:
+        load_weights(model, Path(weights), name)
+    return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size),
+                         str(weights) if weights is not None else "random")
+
+
+@dataclass
+class ParityInputs:
+    images: np.ndarray          # [N, 3, H, W] float32, preprocessed
+    synthetic: int
+    real: int
+    source: str | None = None
+    skipped: int = 0
+
+    def describe(self) -> dict:
+        return {"synthetic": self.synthetic, "real": self.real, "source": self.source,
+                "skipped_unreadable": self.skipped, "total": len(self.images)}
+
+
+def parity_inputs(prepared: PreparedModel, data: Path | None = None, synthetic: int = 8,
+                  real: int = 32, progress: bool = False) -> ParityInputs:
+    """Seeded synthetic images, plus up to `real` images from `data` when given."""
+    images = [synthetic_images(synthetic, prepared.image_size, prepared.preprocess, seed=0)]
+    loaded = None
+    if data is not None:
+        loaded = load_folder(Path(data), prepared.preprocess, count=real,
+                             progress="reading parity images" if progress else None)
+        images.append(loaded.images)
+    stacked = np.concatenate([x.numpy() for x in images]).astype(np.float32)
+    return ParityInputs(stacked, synthetic, len(loaded.images) if loaded else 0,
+                        str(data) if data else None, loaded.skipped if loaded else 0)
+
+
+def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, inputs: ParityInputs,
+                   label: Path | None = None) -> ParityReport:
+    """Run the artifact and the PyTorch model on the same inputs and compare. `label`: the path the
+    report names (the final path when the artifact is checked in a staging folder)."""
+    reference_runner = TorchRunner(prepared.model, (1, 3, prepared.image_size, prepared.image_size))
+    reference = reference_runner.infer(inputs.images)
+    tolerance = tolerance_for(target.name, artifact.precision)
+    engine = target.name
+    try:
+        with target.runner(artifact) as runner:
+            engine = runner.engine
+            candidate = runner.infer(inputs.images)
+        metrics = compare(reference, candidate)
+        failures = tolerance.failures(metrics, trained=prepared.trained)
+    except ArtifactError as e:     # a crash or a load failure is a failed check, not a dead CLI
+        metrics, failures = None, [str(e)]
+    notes = list(artifact.notes)
+    if not prepared.trained:
+        notes.append("weights are random: a weak test of quantization; prefer trained weights and --data")
+    report = ParityReport(
+        artifact=str(label or artifact.path), target=target.name, precision=artifact.precision.value,
+        reference=f"{reference_runner.engine}, {prepared.name} unfused, {prepared.image_size}x{prepared.image_size}",
+        engine=engine, samples=inputs.describe(), metrics=metrics, tolerance=tolerance,
+        failures=failures, weights=prepared.weights, notes=notes,
+    )
+    return report
+
+
+@dataclass
+class ConvertResult:
+    artifact: Artifact
+    report: ParityReport | None
+    fused_pairs: int
+    seconds: float              # conversion time, parity excluded
+
+
+def artifact_name(model: str, precision: Precision, target: Target, converter: str | None) -> str:
+    extra = f"-{converter}" if converter and converter != target.converters[0] else ""
+    return f"{model}-{precision.value}{extra}{target.suffix}"
+
+
+def _move_into_place(src: Path, dst: Path) -> None:
+    if dst.is_dir() and not dst.is_symlink():
+        shutil.rmtree(dst)
+    os.replace(src, dst)
+
+
+def convert(prepared: PreparedModel, target_name: str, precision: Precision, out_dir: Path, *,
+            do_fuse: bool = True, check: bool = True, inputs: ParityInputs | None = None,
+            layout: Layout = Layout.nchw, int8_io: bool = False, converter: str | None = None,
+            calibration: Calibration | None = None, options: dict | None = None) -> ConvertResult:
+    target = get_target(target_name)
+    reason = target.unavailable_reason()
+    if reason:
+        raise TargetUnavailableError(reason)
+    check_precision(target, precision)
+    if converter is not None and converter not in target.converters:
+        from .errors import UnknownNameError
+        raise UnknownNameError(f"converter for target {target.name}", converter, target.converters)
+    fusion = fuse(prepared.model) if do_fuse else None
+    export_model = fusion.model if fusion else prepared.model
+    spec = ExportSpec(prepared.name, prepared.image_size, precision, layout, int8_io, converter, options or {})
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / artifact_name(prepared.name, precision, target, converter)
+    with tempfile.TemporaryDirectory(prefix=".mvdeploy-tmp-", dir=out_dir) as tmp:
+        staged = Path(tmp) / final.name
+        start = time.perf_counter()
+        artifact = target.convert(export_model, spec, staged, calibration)
+        seconds = time.perf_counter() - start
+        report = None
+        if check:
+            report = check_artifact(artifact, target, prepared, inputs or parity_inputs(prepared), label=final)
+            report.write(Path(tmp) / parity_path(final).name)
+        _move_into_place(staged, final)
+        if report:
+            _move_into_place(Path(tmp) / parity_path(final).name, parity_path(final))
+        else:
+            parity_path(final).unlink(missing_ok=True)     # a stale report must not vouch for a new file
+    return ConvertResult(replace(artifact, path=final), report, fusion.fused_pairs if fusion else 0, seconds)
