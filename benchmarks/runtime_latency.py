@@ -10,7 +10,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from mobilevit_deploy import pipeline
 from mobilevit_deploy.models import MODELS
