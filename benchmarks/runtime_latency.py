@@ -39,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(2)
     print(f"{'model':<16}{'torch ms':>10}{'ort ms':>10}{'ort/torch':>11}{'max_rel':>11}")
     for name in args.models.split(","):
-        prepared = pipeline.prepare_model(name)
+        prepared = pipeline.prepare_model(name, weights="random")      # the default input size
         with tempfile.TemporaryDirectory() as tmp:
             result = pipeline.convert(prepared, "onnx", Precision.fp32, Path(tmp))
             x = pipeline.parity_inputs(prepared, synthetic=1).images

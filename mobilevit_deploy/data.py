@@ -125,11 +125,21 @@ def load_folder(root: Path, pre: Preprocess, count: int | None = None, seed: int
     if exclude:
         files = [f for f in files if f.path.resolve() not in exclude]
     files = sample_files(files, count, seed)
-    loader = DataLoader(ImageDataset(files, pre), batch_size=batch_size, shuffle=False,
-                        collate_fn=collate_skip, num_workers=0)
+    images, labels, skipped = read_dataset(ImageDataset(files, pre), batch_size, progress)
+    if not len(images):
+        raise DataError(f"none of the {len(files)} image files in {root} could be read")
+    return LoadedImages(images, labels, str(root), classes, skipped)
+
+
+def read_dataset(dataset: Dataset, batch_size: int = 32, progress: str | None = None) -> tuple[Tensor, Tensor, int]:
+    """Every sample of `dataset`, in order, through DataLoader + `collate_skip`, with a progress bar.
+
+    -> (images [N, 3, H, W], labels [N], skipped); images is empty when no sample could be read.
+    """
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_skip, num_workers=0)
     images, labels, skipped = [], [], 0
     from .progress import progress_bar
-    with progress_bar(progress or f"reading {root}", total=len(files), enabled=progress is not None) as advance:
+    with progress_bar(progress or "reading images", total=len(dataset), enabled=progress is not None) as advance:
         for x, y, s in loader:
             skipped += s
             if len(x):
@@ -137,8 +147,8 @@ def load_folder(root: Path, pre: Preprocess, count: int | None = None, seed: int
                 labels.append(y)
             advance(len(y) + s)
     if not images:
-        raise DataError(f"none of the {len(files)} image files in {root} could be read")
-    return LoadedImages(torch.cat(images), torch.cat(labels), str(root), classes, skipped)
+        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+    return torch.cat(images), torch.cat(labels), skipped
 
 
 def synthetic_images(count: int, size: int, pre: Preprocess, seed: int = 0) -> Tensor:

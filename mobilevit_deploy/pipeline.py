@@ -17,14 +17,18 @@ import numpy as np
 from torch import nn
 
 from converters.base import Calibration, Target, check_precision, get_target
+from .checkpoints import REFERENCE_CHECKPOINTS, ReferenceCheckpoint
 from .data import load_folder, synthetic_images
-from .errors import ArtifactError, TargetUnavailableError
+from .errors import ArtifactError, InputSizeError, TargetUnavailableError
 from .fusion import fuse
 from .models import create_model, model_config
 from .models.weights import load_weights
 from .parity import ParityReport, compare, parity_path, tolerance_for
 from .runners.torch import TorchRunner
 from .spec import Artifact, ExportSpec, Layout, Precision, Preprocess  # noqa: F401 (ExportSpec re-exported)
+
+
+RANDOM = "random"               # weights="random": the seeded random init, even where a reference checkpoint exists
 
 
 @dataclass
@@ -36,23 +40,46 @@ class PreparedModel:
     image_size: int
     num_classes: int
     preprocess: Preprocess
-    weights: str                # a path, or "random"
+    weights: str                # a path, "random", or "reference:<checkpoint> (...)" (see REFERENCE_CHECKPOINTS)
+    labels: list[str] | None = None   # class names, when the weights come with them
 
     @property
     def trained(self) -> bool:
-        return self.weights != "random"
+        return self.weights != RANDOM
 
 
-def prepare_model(name: str, weights: Path | None = None, num_classes: int | None = None,
+def prepare_model(name: str, weights: Path | str | None = None, num_classes: int | None = None,
                   image_size: int | None = None) -> PreparedModel:
+    """The model in eval mode with its weights: a file; "random" (also Path("random"), as the CLI passes
+    it) for the seeded init; None for the model's reference checkpoint when it has one and
+    num_classes is None or the checkpoint's, else the seeded init."""
     config = model_config(name)
+    reference = REFERENCE_CHECKPOINTS.get(name)
+    if weights is None and reference is not None and num_classes in (None, reference.num_classes):
+        return prepare_reference(reference, image_size)
     size = image_size or config.default_image_size
     classes = num_classes or 1000
     model = create_model(name, num_classes=classes, image_size=size)
-    if weights is not None:
-        load_weights(model, Path(weights), name)
-    return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size),
-                         str(weights) if weights is not None else "random")
+    if weights is None or str(weights) == RANDOM:
+        return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size), RANDOM)
+    load_weights(model, Path(weights), name)
+    return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size), str(weights))
+
+
+def prepare_reference(reference: ReferenceCheckpoint, image_size: int | None = None) -> PreparedModel:
+    """A model with a shipped reference checkpoint, at the checkpoint's side unless asked otherwise."""
+    size = image_size or reference.image_size
+    if reference.fixed_size_reason and size != reference.image_size:
+        side = reference.image_size
+        raise InputSizeError(
+            f"the {reference.name} reference weights fit only {side}x{side} inputs ({reference.fixed_size_reason}); "
+            f"got {size}: use --image-size {side}, or --weights FILE / --weights random for another size"
+        )
+    model = create_model(reference.model, num_classes=reference.num_classes, image_size=size)
+    load_weights(model, reference.path, reference.model)
+    preprocess = model_config(reference.model).preprocess.with_size(size)
+    return PreparedModel(reference.model, model.eval(), size, reference.num_classes, preprocess,
+                         reference.describe(), list(reference.labels))
 
 
 @dataclass
