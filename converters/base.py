@@ -24,6 +24,7 @@ class Calibration:
     batches: Iterable[Tensor]     # [B, 3, H, W] float32, the model's own preprocessing
     source: str                   # a folder path, or "synthetic"
     samples: int
+    skipped: int = 0              # unreadable files in the folder
 
     @property
     def synthetic(self) -> bool:

@@ -88,6 +88,33 @@ def _precisions(text: str):
     return out
 
 
+def _labels(path: Path | None, prepared) -> list[str]:
+    """--labels FILE (one per line), else the weights' own labels, else class_0..class_{K-1}."""
+    from .errors import DataError
+
+    if path is not None:
+        if not path.is_file():
+            raise DataError(f"labels file {path} does not exist")
+        labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if len(labels) != prepared.num_classes:
+            raise DataError(f"{path} has {len(labels)} labels; the model has {prepared.num_classes} classes")
+        return labels
+    return list(prepared.labels) if prepared.labels else [f"class_{i}" for i in range(prepared.num_classes)]
+
+
+def _coreml_options(target: str, ios: int, image_input: bool, labels_file: Path | None, prepared) -> dict:
+    if target != "coreml":
+        return {}
+    options = {"ios": ios, "metadata": {"weights": prepared.weights, "model": prepared.name,
+                                        "preprocess": json.dumps(prepared.preprocess.to_dict())}}
+    if image_input:
+        options.update(image_input=True, preprocess={"mean": list(prepared.preprocess.mean),
+                                                     "std": list(prepared.preprocess.std)})
+    if labels_file is not None:
+        options["labels"] = _labels(labels_file, prepared)
+    return options
+
+
 @app.command()
 def convert(
     model: Annotated[str, typer.Argument(help="model name (see `mvdeploy models`)")] = "mobilevit_xxs",
@@ -97,34 +124,65 @@ def convert(
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="square input side")] = None,
     num_classes: NumClassesOpt = None,
     data: DataOpt = None,
+    calib_data: Annotated[Optional[str], typer.Option("--calib-data", help="int8 calibration images: a folder, or 'synthetic'")] = None,
+    calib_samples: Annotated[int, typer.Option("--calib-samples", help="calibration images to use")] = 200,
+    converter: Annotated[Optional[str], typer.Option("--converter", help="tflite: litert-torch or onnx2tf; coreml: trace or export")] = None,
+    layout: Annotated[str, typer.Option("--layout", help="input layout: nchw or nhwc")] = "nchw",
+    int8_io: Annotated[bool, typer.Option("--int8-io", help="tflite int8: integer input and output")] = False,
+    ios: Annotated[int, typer.Option("--ios", help="coreml: minimum iOS (16, 17, 18)")] = 17,
+    image_input: Annotated[bool, typer.Option("--image-input", help="coreml: an image input with scale and mean/std inside")] = False,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="coreml: class labels file, makes a classifier")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: mvdeploy-out/<model>]")] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="skip the parity check")] = False,
     no_fuse: Annotated[bool, typer.Option("--no-fuse", help="export the unfused model")] = False,
 ) -> None:
     """Convert a model for a target, check parity against PyTorch, write <model>-<precision><suffix>."""
     from . import pipeline
+    from .calibration import load_calibration, needs_calibration
+    from .spec import Layout
 
     precisions = _precisions(precision)
+    layout_value = _choice("layout", layout, Layout)
     prepared = pipeline.prepare_model(model, weights, num_classes, image_size)
     out_dir = out or Path("mvdeploy-out") / model
     inputs = None if no_check else pipeline.parity_inputs(prepared, data, progress=True)
+    calibration = None
+    if any(needs_calibration(target, p) for p in precisions):
+        calibration = load_calibration(_calibration_source(calib_data, prepared), prepared, calib_samples,
+                                       progress=True)
+    options = _coreml_options(target, ios, image_input, labels, prepared)
     table = _parity_table()
     failed = []
     for p in precisions:
         with console.status(f"converting {model} to {target} {p.value}..."):
-            result = pipeline.convert(prepared, target, p, out_dir, do_fuse=not no_fuse,
-                                      check=not no_check, inputs=inputs)
+            result = pipeline.convert(prepared, target, p, out_dir, do_fuse=not no_fuse, check=not no_check,
+                                      inputs=inputs, layout=layout_value, int8_io=int8_io, converter=converter,
+                                      calibration=calibration, options=options)
         _parity_row(table, Path(result.artifact.path).name, p.value, result.artifact.size_bytes,
                     result.report, result.seconds)
         if result.report is not None and not result.report.passed:
             failed.append(result.report)
     console.print(table)
-    if prepared.weights == "random":
+    console.print(f"weights: {prepared.weights}; parity on {inputs.summary() if inputs else 'nothing (--no-check)'}",
+                  highlight=False)
+    if calibration is not None:
+        console.print(f"calibration: {calibration.samples} images from {calibration.source}"
+                      + (f" ({calibration.skipped} unreadable files skipped)" if calibration.skipped else ""),
+                      highlight=False)
+    if not prepared.trained:
         console.print("[yellow]weights are random[/]: parity on random weights is a weak test; pass --weights and --data")
     for report in failed:
         _print_failures(report)
     if failed:
         raise typer.Exit(1)
+
+
+def _choice(kind: str, value: str, enum):
+    from .errors import UnknownNameError
+    try:
+        return enum(value)
+    except ValueError:
+        raise UnknownNameError(kind, value, [e.value for e in enum]) from None
 
 
 @app.command()
@@ -159,6 +217,145 @@ def check(
     _print_failures(report)
     if not report.passed:
         raise typer.Exit(1)
+
+
+@app.command()
+def bundle(
+    model: Annotated[str, typer.Argument(help="model name")] = "mobilevit_xxs",
+    platform: Annotated[str, typer.Option("--platform", help="ios or android")] = "android",
+    precision: Annotated[Optional[str], typer.Option("--precision", help="default: fp16 for ios, fp32 for android")] = None,
+    weights: WeightsOpt = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="square input side")] = None,
+    num_classes: NumClassesOpt = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="class labels, one per line")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="evaluation images for golden cases and parity")] = None,
+    calib_data: Annotated[Optional[str], typer.Option("--calib-data", help="int8 calibration: a folder, or 'synthetic'")] = None,
+    artifact: Annotated[Optional[Path], typer.Option("--artifact", help="bundle this file instead of converting")] = None,
+    golden: Annotated[int, typer.Option("--golden", help="golden self-test cases")] = 4,
+    out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("mvdeploy-out/bundles"),
+) -> None:
+    """Write an app bundle (model, labels, bundle.json, golden self-test, sample app) and its zip."""
+    from apps.bundle import build_bundle, get_platform
+    from converters import get_target
+    from . import pipeline
+    from .calibration import load_calibration, needs_calibration
+    from .errors import ArtifactError
+
+    plat = get_platform(platform)
+    chosen = _precisions(precision)[0] if precision else plat.default_precision
+    if artifact is not None and not artifact.exists():
+        raise ArtifactError(f"artifact {artifact} does not exist")
+    prepared = pipeline.prepare_model(model, weights, num_classes, image_size)
+    class_names = _labels(labels, prepared)
+    parity = pipeline.parity_inputs(prepared, data, progress=True)
+    golden_inputs, golden_labels = _golden_inputs(prepared, data, golden)
+    calibration = None
+    if needs_calibration(plat.target, chosen):
+        calibration = load_calibration(_calibration_source(calib_data, prepared), prepared, progress=True)
+    reason = get_target(plat.target).unavailable_reason()
+    if reason:
+        from .errors import TargetUnavailableError
+        raise TargetUnavailableError(reason)
+    with console.status(f"bundling {model} for {platform}..."):
+        result = build_bundle(prepared, platform, out, golden_inputs, golden_labels, class_names, chosen,
+                              artifact, calibration, parity)
+    m = result.manifest
+    table = Table(title=f"bundle {result.folder.name}")
+    for col in ("file", "input", "layout", "output", "golden", "parity"):
+        table.add_column(col)
+    table.add_row(m["model"]["file"], str(m["input"]["shape"]), m["input"]["layout"], str(m["output"]["shape"]),
+                  f"{len(m['golden']['cases'])} from {m['golden']['source']}",
+                  "[green]pass[/]" if m["parity"]["passed"] else "[red]FAIL[/]")
+    console.print(table)
+    console.print(f"folder: {result.folder}\nzip:    {result.zip_path}", highlight=False)
+
+
+def _calibration_source(calib_data: str | None, prepared) -> str:
+    """--calib-data, else the reference checkpoint's own training images; else ask for it."""
+    from .calibration import DIGITS
+    from .errors import DataError
+
+    if calib_data is not None:
+        return calib_data
+    if prepared.dataset == "digits":
+        return DIGITS
+    raise DataError("int8 needs calibration images: pass --calib-data DIR (real images) or --calib-data synthetic")
+
+
+def _golden_inputs(prepared, data: Path | None, count: int):
+    """A few real images for the self-test: from --data, the reference data, else synthetic (recorded)."""
+    from . import pipeline
+
+    inputs = pipeline.parity_inputs(prepared, data, synthetic=0, real=count)
+    if not len(inputs.images):
+        return pipeline.parity_inputs(prepared, None, synthetic=count, real=0), [None] * count
+    return inputs, [None] * len(inputs.images)
+
+
+@app.command()
+def verify(bundle_path: Annotated[Path, typer.Argument(metavar="BUNDLE", help="a bundle folder or its .zip")]) -> None:
+    """Check a bundle: schema, checksums, safe zip paths, golden self-test on this machine."""
+    from apps.verify import verify as run_verify
+
+    result = run_verify(bundle_path)
+    for line in result.checked:
+        console.print(f"[green]ok[/]   {line}", highlight=False)
+    for line in result.failures:
+        err_console.print(f"[red]FAIL[/] {line}", highlight=False)
+    if not result.passed:
+        raise typer.Exit(1)
+    console.print(f"bundle {bundle_path} verified")
+
+
+@app.command()
+def report(
+    models_arg: Annotated[str, typer.Argument(metavar="[MODELS]", help="comma-separated model names")] = "mobilevit_xxs,swin_micro",
+    targets: Annotated[str, typer.Option("--targets", help="comma-separated: tflite, coreml, onnx")] = "tflite,coreml",
+    precisions: Annotated[str, typer.Option("--precisions", help="comma-separated; each target takes those it supports")] = "fp32,fp16,int8,palettize6,palettize4",
+    weights: WeightsOpt = None,
+    eval_data: Annotated[Optional[Path], typer.Option("--eval-data", help="ImageFolder tree with labels")] = None,
+    calib_data: Annotated[Optional[str], typer.Option("--calib-data", help="calibration folder (disjoint from --eval-data) or 'synthetic'")] = None,
+    eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", help="at most this many evaluation images")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", help="timed runs per variant")] = 30,
+    out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("mvdeploy-out/report"),
+    no_reuse: Annotated[bool, typer.Option("--no-reuse", help="convert again even where a checked artifact exists")] = False,
+) -> None:
+    """Size, latency, accuracy and per-layer int8 error of every (target, precision), as JSON, Markdown and HTML."""
+    import shlex
+    import sys
+
+    from converters import get_target
+    from . import pipeline
+    from .quantization.report import Report, measure_model, tool_versions
+    from .reports import HEADLINE, headline_rows, write_report
+
+    names = [n.strip() for n in models_arg.split(",") if n.strip()]
+    target_names = [t.strip() for t in targets.split(",") if t.strip()]
+    for name in target_names:
+        reason = get_target(name).unavailable_reason()
+        if reason:
+            from .errors import TargetUnavailableError
+            raise TargetUnavailableError(reason)
+    chosen = _precisions(precisions)
+    prepared = [pipeline.prepare_model(n, weights) for n in names]
+    results = []
+    for p in prepared:
+        with console.status(f"{p.name}: starting") as status:
+            results.append(measure_model(p, target_names, chosen, out / "artifacts" / p.name, eval_data, calib_data,
+                                         eval_limit=eval_limit, repeats=repeats, reuse=not no_reuse,
+                                         on_step=lambda text: status.update(f"converting and measuring {text}")))
+    command = "mvdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    files = write_report(Report(command, tool_versions(), results), out)
+    table = Table(title="quantization report")
+    for col in HEADLINE:
+        table.add_column(col)
+    for row in headline_rows(Report(command, {}, results)):
+        table.add_row(*row)
+    console.print(table)
+    for m in results:
+        for line in m.failures:
+            err_console.print(f"[yellow]not measured[/]: {m.model} {line}", highlight=False)
+    console.print("written: " + ", ".join(str(f) for f in files.values()), highlight=False)
 
 
 def main() -> None:

@@ -116,6 +116,13 @@ class LoadedImages:
     classes: list[str] = field(default_factory=list)
     skipped: int = 0               # unreadable files
 
+    def take(self, count: int | None, seed: int = 0) -> "LoadedImages":
+        """A deterministic sample of `count` images (all when count is None or large enough)."""
+        if count is None or count >= len(self.images):
+            return self
+        picked = torch.tensor(sorted(random.Random(seed).sample(range(len(self.images)), count)))
+        return LoadedImages(self.images[picked], self.labels[picked], self.source, self.classes, self.skipped)
+
 
 def load_folder(root: Path, pre: Preprocess, count: int | None = None, seed: int = 0,
                 batch_size: int = 32, progress: str | None = None,

@@ -42,6 +42,7 @@ class PreparedModel:
     preprocess: Preprocess
     weights: str                # a path, "random", or "reference:<checkpoint> (...)" (see REFERENCE_CHECKPOINTS)
     labels: list[str] | None = None   # class names, when the weights come with them
+    dataset: str | None = None        # the data the weights were trained on ("digits"), for default inputs
 
     @property
     def trained(self) -> bool:
@@ -79,7 +80,7 @@ def prepare_reference(reference: ReferenceCheckpoint, image_size: int | None = N
     load_weights(model, reference.path, reference.model)
     preprocess = model_config(reference.model).preprocess.with_size(size)
     return PreparedModel(reference.model, model.eval(), size, reference.num_classes, preprocess,
-                         reference.describe(), list(reference.labels))
+                         reference.describe(), list(reference.labels), dataset="digits")
 
 
 @dataclass
@@ -89,6 +90,10 @@ class ParityInputs:
     real: int
     source: str | None = None
     skipped: int = 0
+
+    def summary(self) -> str:
+        real = f" + {self.real} real ({self.source})" if self.real else ""
+        return f"{self.synthetic} synthetic{real} images"
 
     def describe(self) -> dict:
         return {"synthetic": self.synthetic, "real": self.real, "source": self.source,
@@ -103,10 +108,14 @@ def parity_inputs(prepared: PreparedModel, data: Path | None = None, synthetic: 
     if data is not None:
         loaded = load_folder(Path(data), prepared.preprocess, count=real,
                              progress="reading parity images" if progress else None)
+    elif prepared.dataset == "digits" and real:      # trained weights: real held-out images by default
+        from .digits import read_digits
+        loaded = read_digits("test", prepared.preprocess).take(real)
+    if loaded is not None:
         images.append(loaded.images)
     stacked = np.concatenate([x.numpy() for x in images]).astype(np.float32)
     return ParityInputs(stacked, synthetic, len(loaded.images) if loaded else 0,
-                        str(data) if data else None, loaded.skipped if loaded else 0)
+                        loaded.source if loaded else None, loaded.skipped if loaded else 0)
 
 
 def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, inputs: ParityInputs,
@@ -180,6 +189,9 @@ def convert(prepared: PreparedModel, target_name: str, precision: Precision, out
         start = time.perf_counter()
         artifact = target.convert(export_model, spec, staged, calibration)
         seconds = time.perf_counter() - start
+        if calibration is not None and calibration.synthetic:
+            from .calibration import UNVALIDATED_NOTE
+            artifact = replace(artifact, notes=(*artifact.notes, UNVALIDATED_NOTE))
         report = None
         if check:
             report = check_artifact(artifact, target, prepared, inputs or parity_inputs(prepared), label=final)

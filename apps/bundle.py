@@ -1,0 +1,247 @@
+"""`mvdeploy bundle`: the model, labels, bundle.json, golden self-test files and a sample app.
+
+The bundle is staged in a hidden folder and renamed into place when complete; its zip is
+deterministic (sorted entries, fixed timestamps and permissions), so the same inputs give the same
+bytes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from converters.base import Calibration, get_target
+from mobilevit_deploy.errors import MvDeployError, UnknownNameError
+from mobilevit_deploy.pipeline import PreparedModel, check_artifact, convert, ParityInputs
+from mobilevit_deploy.spec import Artifact, Layout, Precision, Preprocess
+
+from .manifest import MANIFEST, SCHEMA_VERSION, checksums
+
+TEMPLATES = Path(__file__).parent / "templates"
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)      # the earliest date a zip can hold: fixed for byte-identical zips
+
+
+class BundleError(MvDeployError):
+    """A bundle that cannot be built as asked."""
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str
+    target: str                     # converters registry name
+    template: str                   # folder under apps/templates
+    default_precision: Precision
+    layout: Layout                  # what the sample app feeds
+    options: dict                   # converter options the app relies on
+
+
+PLATFORMS: dict[str, Platform] = {
+    # Core ML + Vision: an image input (scale 1/255, mean/std inside the model), logits out.
+    "ios": Platform("ios", "coreml", "ios", Precision.fp16, Layout.nchw, {"image_input": True}),
+    # LiteRT: a float (or int8) NHWC tensor in, logits out; preprocessing in Kotlin.
+    "android": Platform("android", "tflite", "android", Precision.fp32, Layout.nhwc, {}),
+}
+
+# Self-test tolerance on the phone against the host's outputs: phones run other kernels (GPU/ANE in
+# fp16, XNNPACK), so the bound is looser than the host parity bound, and top-1 must agree.
+SELF_TEST_MAX_REL = {"float": 2e-2, "quantized": 5e-2}
+
+
+def get_platform(name: str) -> Platform:
+    try:
+        return PLATFORMS[name]
+    except KeyError:
+        raise UnknownNameError("platform", name, PLATFORMS) from None
+
+
+@dataclass
+class BundleResult:
+    folder: Path
+    zip_path: Path
+    manifest: dict
+
+
+def _tool_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("mvdeploy", "torch", "numpy", "coremltools", "litert-torch", "ai-edge-litert", "onnxruntime"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _to_uint8_image(x: torch.Tensor, pre: Preprocess) -> np.ndarray:
+    """[3, H, W] preprocessed -> [H, W, 3] uint8: exact, since the tensor came from uint8 pixels."""
+    mean = torch.tensor(pre.mean).view(3, 1, 1)
+    std = torch.tensor(pre.std).view(3, 1, 1)
+    return ((x * std + mean) * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+
+
+def _write_golden(root: Path, images: np.ndarray, labels: list[int | None], artifact: Artifact,
+                  platform: Platform, pre: Preprocess) -> list[dict]:
+    """golden/NNN.png, NNN_input.f32 (model layout), NNN_expected.f32 (host outputs of the artifact)."""
+    from PIL import Image
+
+    target = get_target(artifact.target)
+    with target.runner(artifact) as runner:
+        expected = runner.infer(images)
+    golden = root / "golden"
+    golden.mkdir()
+    cases = []
+    for i, (x, y) in enumerate(zip(images, expected)):
+        name = f"{i:03d}"
+        feed = x.transpose(1, 2, 0) if artifact.inputs[0].layout is Layout.nhwc else x
+        Image.fromarray(_to_uint8_image(torch.from_numpy(x), pre)).save(golden / f"{name}.png", optimize=False)
+        np.ascontiguousarray(feed, dtype="<f4").tofile(golden / f"{name}_input.f32")
+        np.ascontiguousarray(y, dtype="<f4").tofile(golden / f"{name}_expected.f32")
+        cases.append({"image": f"golden/{name}.png", "input": f"golden/{name}_input.f32",
+                      "expected": f"golden/{name}_expected.f32", "label": labels[i],
+                      "expected_top1": int(np.argmax(y))})
+    return cases
+
+
+def _fill(text: str, values: dict[str, str], where: str) -> str:
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    if "{{" in text:
+        start = text.index("{{")
+        raise BundleError(f"template {where} has an unfilled placeholder {text[start:text.index('}}', start) + 2]}")
+    return text
+
+
+def _write_app(root: Path, platform: Platform, values: dict[str, str]) -> None:
+    source = TEMPLATES / platform.template
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        rel = path.relative_to(source)
+        dest = root / "app" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(_fill(path.read_text(), values, f"{platform.template}/{rel}"))
+
+
+def _template_values(manifest: dict, artifact: Artifact) -> dict[str, str]:
+    inp, out, pre = manifest["input"], manifest["output"], manifest["preprocessing"]
+    floats = lambda xs: ", ".join(f"{v:.6g}f" for v in xs)         # Kotlin float literals
+    plain = lambda xs: ", ".join(f"{v:.6g}" for v in xs)
+    model_file = Path(manifest["model"]["file"]).name
+    return {
+        "APP_NAME": f"{manifest['model']['name']} demo",
+        "MODEL_NAME": manifest["model"]["name"],
+        "PRECISION": manifest["model"]["precision"],
+        "WEIGHTS": manifest["model"]["weights"].replace('"', "'"),
+        "MODEL_FILE": model_file,
+        "MODEL_STEM": Path(model_file).stem,
+        "INPUT_NAME": inp["name"],
+        "OUTPUT_NAME": out["name"],
+        "NHWC": "true" if inp["layout"] == "nhwc" else "false",
+        "LAYOUT": inp["layout"],
+        "RESIZE": str(pre["resize"]),
+        "CROP": str(pre["crop"]),
+        "MEAN": floats(pre["mean"]) if manifest["platform"] == "android" else plain(pre["mean"]),
+        "STD": floats(pre["std"]) if manifest["platform"] == "android" else plain(pre["std"]),
+        "NUM_CLASSES": str(out["shape"][-1]),
+        "INPUT_SCALE": f"{inp.get('scale') or 0:.9g}",
+        "INPUT_ZERO_POINT": str(inp.get("zero_point") or 0),
+        "OUTPUT_SCALE": f"{out.get('scale') or 0:.9g}",
+        "OUTPUT_ZERO_POINT": str(out.get("zero_point") or 0),
+        "GOLDEN_COUNT": str(len(manifest["golden"]["cases"])),
+        "TOL_MAX_REL": f"{manifest['golden']['tolerance']['max_rel']:g}",
+    }
+
+
+def write_zip(folder: Path, zip_path: Path) -> None:
+    """A byte-identical zip for identical folders: sorted entries, fixed dates and permissions."""
+    entries = sorted(p for p in folder.rglob("*") if p.is_file())
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for path in entries:
+            info = zipfile.ZipInfo(f"{folder.name}/{path.relative_to(folder).as_posix()}", date_time=ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            info.create_system = 3                                   # unix, whatever the host
+            zf.writestr(info, path.read_bytes(), compresslevel=9)
+
+
+def _replace(src: Path, dst: Path) -> None:
+    if dst.is_dir():
+        shutil.rmtree(dst)
+    elif dst.exists():
+        dst.unlink()
+    os.replace(src, dst)
+
+
+def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, golden: ParityInputs,
+                 golden_labels: list[int | None], labels: list[str], precision: Precision | None = None,
+                 artifact_path: Path | None = None, calibration: Calibration | None = None,
+                 parity: ParityInputs | None = None) -> BundleResult:
+    """Convert (or take `artifact_path`), check parity, and write <out>/<model>-<platform>/ and its .zip."""
+    platform = get_platform(platform_name)
+    target = get_target(platform.target)
+    if len(labels) != prepared.num_classes:
+        raise BundleError(f"{len(labels)} labels for a model with {prepared.num_classes} classes")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{prepared.name}-{platform.name}"
+    with tempfile.TemporaryDirectory(prefix=".mvdeploy-tmp-", dir=out_dir) as tmp:
+        stage = Path(tmp) / name
+        (stage / "model").mkdir(parents=True)
+        options = dict(platform.options)
+        if options.get("image_input"):
+            options["preprocess"] = {"mean": list(prepared.preprocess.mean), "std": list(prepared.preprocess.std)}
+        if artifact_path is None:
+            result = convert(prepared, platform.target, precision or platform.default_precision, stage / "model",
+                             inputs=parity, layout=platform.layout, calibration=calibration,
+                             options=options or None)
+            artifact, report = result.artifact, result.report
+        else:
+            artifact = target.load(Path(artifact_path))
+            dest = stage / "model" / Path(artifact_path).name
+            (shutil.copytree if Path(artifact_path).is_dir() else shutil.copy2)(artifact_path, dest)
+            artifact = target.load(dest)
+            report = check_artifact(artifact, target, prepared, parity or golden, label=dest)
+        if not report.passed:
+            raise BundleError(f"parity failed, no bundle written: {report.failures[0]}")
+        report.artifact = f"model/{Path(artifact.path).name}"     # relative: the bundle moves, bytes stay
+        report.write(stage / "model" / f"{Path(artifact.path).name}.parity.json")
+        (stage / "labels.txt").write_text("\n".join(labels) + "\n")
+        cases = _write_golden(stage, golden.images, golden_labels, artifact, platform, prepared.preprocess)
+        quantized = artifact.precision not in (Precision.fp32, Precision.fp16)
+        inp, out = artifact.inputs[0], artifact.outputs[0]
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "platform": platform.name,
+            "model": {"name": prepared.name, "weights": prepared.weights, "target": platform.target,
+                      "precision": artifact.precision.value, "converter": artifact.converter,
+                      "file": f"model/{Path(artifact.path).name}"},
+            "input": {"name": inp.name, "shape": list(inp.shape), "layout": (inp.layout or Layout.nchw).value,
+                      "dtype": inp.dtype, "kind": "image" if options.get("image_input") else "tensor",
+                      "scale": inp.scale, "zero_point": inp.zero_point},
+            "preprocessing": prepared.preprocess.to_dict(),
+            "output": {"name": out.name, "shape": list(out.shape), "dtype": out.dtype, "meaning": "logits",
+                       "scale": out.scale, "zero_point": out.zero_point},
+            "labels": "labels.txt",
+            "golden": {"source": golden.source or "synthetic", "cases": cases,
+                       "tolerance": {"max_rel": SELF_TEST_MAX_REL["quantized" if quantized else "float"],
+                                     "top1_agreement": 1.0},
+                       "expected_from": report.engine},
+            "parity": {"passed": report.passed, "engine": report.engine,
+                       "metrics": report.metrics.to_dict() if report.metrics else None,
+                       "tolerance": report.tolerance.to_dict(), "samples": report.samples},
+            "tools": _tool_versions(),
+        }
+        _write_app(stage, platform, _template_values(manifest, artifact))
+        manifest["files"] = checksums(stage)
+        (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        zip_stage = Path(tmp) / f"{name}.zip"
+        write_zip(stage, zip_stage)
+        _replace(stage, out_dir / name)
+        _replace(zip_stage, out_dir / f"{name}.zip")
+    return BundleResult(out_dir / name, out_dir / f"{name}.zip", manifest)

@@ -1,0 +1,137 @@
+"""`mvdeploy verify BUNDLE`: schema, checksums, safe zip paths, and the golden self-test on the host.
+
+Every problem is one line; the bundle passes only when the list is empty.
+"""
+from __future__ import annotations
+
+import json
+import stat
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from converters.base import get_target
+from mobilevit_deploy.errors import MvDeployError
+from mobilevit_deploy.parity import compare
+from mobilevit_deploy.spec import Layout, Precision
+
+from .manifest import MANIFEST, bundle_files, schema_failures, sha256
+
+
+@dataclass
+class Verification:
+    bundle: str
+    failures: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)      # what was checked and held
+    engine: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def unsafe_zip_entries(zf: zipfile.ZipFile) -> list[str]:
+    """Entries that could write outside the extraction folder: absolute paths, '..', links."""
+    bad = []
+    for info in zf.infolist():
+        path = PurePosixPath(info.filename.replace("\\", "/"))
+        if path.is_absolute() or info.filename.startswith(("/", "\\")) or ":" in path.parts[0]:
+            bad.append(f"zip entry '{info.filename}' has an absolute path")
+        elif ".." in path.parts:
+            bad.append(f"zip entry '{info.filename}' climbs out of the bundle ('..')")
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            bad.append(f"zip entry '{info.filename}' is a symbolic link")
+    return bad
+
+
+def _golden(root: Path, manifest: dict, result: Verification) -> None:
+    model_path = root / manifest["model"]["file"]
+    target = get_target(manifest["model"]["target"])
+    artifact = target.load(model_path)
+    nhwc = artifact.inputs[0].layout is Layout.nhwc
+    tol = manifest["golden"]["tolerance"]
+    feeds, expected = [], []
+    for case in manifest["golden"]["cases"]:
+        shape = manifest["input"]["shape"][1:]
+        x = np.fromfile(root / case["input"], dtype="<f4").reshape(shape)
+        feeds.append(x.transpose(2, 0, 1) if nhwc else x)                # canonical [3, H, W]
+        expected.append(np.fromfile(root / case["expected"], dtype="<f4"))
+    with target.runner(artifact) as runner:
+        result.engine = runner.engine
+        got = runner.infer(np.stack(feeds))
+    for i, (g, e) in enumerate(zip(got, expected)):
+        m = compare(e[None], g[None])
+        top1 = int(np.argmax(g)) == int(np.argmax(e))
+        if m.max_rel > tol["max_rel"] or not top1 or m.nonfinite:
+            result.failures.append(f"golden case {i:03d}: max_rel {m.max_rel:.3g} (bound {tol['max_rel']:g}), "
+                                   f"top-1 {'agrees' if top1 else 'differs'}")
+    result.checked.append(f"{len(expected)} golden cases on {result.engine}")
+
+
+def verify_folder(root: Path, result: Verification) -> Verification:
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        result.failures.append(f"{MANIFEST} is missing")
+        return result
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        result.failures.append(f"{MANIFEST} is not valid JSON: {e}")
+        return result
+    schema = schema_failures(manifest)
+    if schema:
+        result.failures.extend(schema)
+        return result
+    result.checked.append("schema")
+    listed = manifest["files"]
+    present = {p.as_posix() for p in bundle_files(root)}
+    for rel, digest in sorted(listed.items()):
+        if PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
+            result.failures.append(f"bundle.json lists an unsafe path '{rel}'")
+        elif rel not in present:
+            result.failures.append(f"missing file {rel}")
+        elif sha256(root / rel) != digest:
+            result.failures.append(f"checksum mismatch: {rel}")
+    for rel in sorted(present - set(listed)):
+        result.failures.append(f"file not listed in bundle.json: {rel}")
+    links = [p for p in root.rglob("*") if p.is_symlink()]
+    result.failures.extend(f"symbolic link in bundle: {p.relative_to(root)}" for p in links)
+    if result.failures:
+        return result                         # do not run a model whose bytes are not the listed ones
+    result.checked.append(f"{len(listed)} checksums")
+    try:
+        _golden(root, manifest, result)
+    except MvDeployError as e:
+        result.failures.append(f"golden self-test could not run: {e}")
+    return result
+
+
+def verify(bundle: Path) -> Verification:
+    bundle = Path(bundle)
+    result = Verification(str(bundle))
+    if bundle.is_dir():
+        return verify_folder(bundle, result)
+    if not bundle.is_file():
+        result.failures.append(f"{bundle} does not exist")
+        return result
+    try:
+        zf = zipfile.ZipFile(bundle)
+    except zipfile.BadZipFile:
+        result.failures.append(f"{bundle} is neither a bundle folder nor a zip")
+        return result
+    with zf, tempfile.TemporaryDirectory(prefix="mvdeploy-verify-") as tmp:
+        unsafe = unsafe_zip_entries(zf)
+        if unsafe:
+            result.failures.extend(unsafe)
+            return result                     # never extract an unsafe zip
+        result.checked.append("zip paths")
+        zf.extractall(tmp)
+        tops = {PurePosixPath(n).parts[0] for n in zf.namelist()}
+        root = Path(tmp)
+        if len(tops) == 1 and (root / next(iter(tops))).is_dir():     # the zip holds one bundle folder
+            root = root / next(iter(tops))
+        return verify_folder(root, result)

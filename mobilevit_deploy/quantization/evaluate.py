@@ -1,0 +1,72 @@
+"""Measure one artifact on the evaluation images: size, latency, accuracy, agreement with PyTorch."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..parity import compare
+
+
+@dataclass
+class VariantResult:
+    """One (model, target, precision) row of the report. Every figure is re-computable from the file."""
+
+    model: str
+    target: str
+    precision: str
+    artifact: str
+    engine: str
+    size_bytes: int
+    size_ratio: float | None           # size / the same target's fp32 size
+    latency_ms_median: float | None
+    latency_ms_p90: float | None
+    latency_note: str | None           # why latency is missing, when it is
+    accuracy: float | None             # top-1 on the evaluation labels
+    accuracy_delta: float | None       # accuracy - PyTorch fp32 accuracy, in points (x100)
+    top1_agreement: float
+    cosine_min: float
+    cosine_mean: float
+    sqnr_db: float
+    parity_passed: bool | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float | None:
+    """Top-1 accuracy; None when the images carry no labels (-1)."""
+    if len(labels) == 0 or np.any(labels < 0):
+        return None
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def time_runner(runner, image: np.ndarray, repeats: int, warmup: int = 3) -> tuple[float, float]:
+    """(median, p90) milliseconds of single-image inference; the runner's own timer when it has one
+    (so a worker process's round trip is not counted)."""
+    if hasattr(runner, "time_inference"):
+        times = runner.time_inference(image, repeats, warmup)
+    else:
+        for _ in range(warmup):
+            runner.infer(image)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            runner.infer(image)
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times), float(np.percentile(times, 90))
+
+
+def evaluate_logits(logits: np.ndarray, labels: np.ndarray, reference: np.ndarray,
+                    reference_accuracy: float | None) -> dict:
+    m = compare(reference, logits)
+    acc = accuracy(logits, labels)
+    return {
+        "accuracy": acc,
+        "accuracy_delta": None if acc is None or reference_accuracy is None else 100 * (acc - reference_accuracy),
+        "top1_agreement": m.top1_agreement, "cosine_min": m.cosine_min, "cosine_mean": m.cosine_mean,
+        "sqnr_db": m.sqnr_db,
+    }

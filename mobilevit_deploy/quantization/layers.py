@@ -1,0 +1,205 @@
+"""Per-layer int8 error: where quantization hurts, and which float fallbacks would help most.
+
+The int8 TFLite path quantizes the model with torchao's PT2E flow and litert-torch's quantizer,
+then lowers that graph. This module runs the same quantized graph (quantize/dequantize ops in
+PyTorch) beside the float graph on the evaluation images and compares every layer's output. Graph
+nodes keep the PyTorch module they came from (`nn_module_stack`), so each figure names a module of
+the model. It measures the quantization itself, not the TFLite kernels; the artifact's own logits
+are measured separately in the report.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, fx, nn
+
+from ..parity.compare import SQNR_CAP_DB
+
+# Leaf modules that only finish their parent's work: their nodes are reported under the parent.
+MERGED_SUFFIXES = (".act",)
+
+
+@dataclass
+class LayerError:
+    module: str          # the PyTorch module whose output this is
+    op: str              # the last graph op of that module
+    sqnr_db: float       # float vs quantized output of the module, over the evaluation images
+    noise_added: float   # relative noise power (noise / signal) this layer adds over the previous layer's
+    quantized: bool      # the module reads int8 values (some ops, e.g. LayerNorm, stay float)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FallbackGain:
+    module: str
+    logits_sqnr_db: float     # the whole model's logits with this module left in float
+    gain_db: float            # against the fully quantized model
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _quantizer():
+    from litert_torch.quantize import pt2e_quantizer
+
+    return pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+
+
+def quantize_graph(model: nn.Module, example: Tensor, calibration: list[Tensor]) -> fx.GraphModule:
+    """The PT2E int8 graph of `model` (as the TFLite int8 converter builds it), calibrated on images."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), _quantizer())
+    with torch.no_grad():
+        for image in calibration:
+            prepared(image.unsqueeze(0))
+    return convert_pt2e(prepared, fold_quantize=False)
+
+
+def _module_of(node: fx.Node) -> str | None:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    path = list(stack.values())[-1][0]
+    for suffix in MERGED_SUFFIXES:
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+    return path.removeprefix("L['self'].").removeprefix("L__self__.") or None
+
+
+def layer_outputs(graph: fx.GraphModule) -> dict[str, fx.Node]:
+    """module path -> the node that produces the module's output (its last compute node)."""
+    last: dict[str, fx.Node] = {}
+    for node in graph.graph.nodes:
+        if node.op != "call_function" or "quantize" in str(node.target):
+            continue
+        module = _module_of(node)
+        if module:
+            last.pop(module, None)          # re-insert: dict order becomes the order of last appearance
+            last[module] = node
+    return last
+
+
+class _Recorder(fx.Interpreter):
+    def __init__(self, graph: fx.GraphModule, names: set[str]):
+        super().__init__(graph)
+        self.names, self.values = names, {}
+
+    def run_node(self, node):
+        out = super().run_node(node)
+        if node.name in self.names and isinstance(out, Tensor):
+            self.values[node.name] = out.detach().double()
+        return out
+
+
+def _sqnr(signal: float, noise: float) -> float:
+    if noise == 0:
+        return SQNR_CAP_DB
+    return float(min(SQNR_CAP_DB, 10 * torch.log10(torch.tensor(signal / noise)).item())) if signal else -SQNR_CAP_DB
+
+
+def layer_errors(float_graph: fx.GraphModule, quant_graph: fx.GraphModule, images: list[Tensor]) -> list[LayerError]:
+    """Every layer's output SQNR (float vs int8) over `images`, in execution order."""
+    outputs = layer_outputs(float_graph)
+    quant_nodes = {n.name for n in quant_graph.graph.nodes}
+    outputs = {m: n for m, n in outputs.items() if n.name in quant_nodes}
+    names = {n.name for n in outputs.values()}
+    signal = dict.fromkeys(names, 0.0)
+    noise = dict.fromkeys(names, 0.0)
+    with torch.no_grad():
+        for image in images:
+            f, q = _Recorder(float_graph, names), _Recorder(quant_graph, names)
+            f.run(image.unsqueeze(0))
+            q.run(image.unsqueeze(0))
+            for name in names:
+                if name in f.values and name in q.values and f.values[name].shape == q.values[name].shape:
+                    signal[name] += float((f.values[name] ** 2).sum())
+                    noise[name] += float(((f.values[name] - q.values[name]) ** 2).sum())
+    quantized = _quantized_modules(quant_graph)
+    result, previous = [], 0.0
+    for module, node in outputs.items():
+        sqnr = _sqnr(signal[node.name], noise[node.name])
+        relative_noise = noise[node.name] / signal[node.name] if signal[node.name] else float(noise[node.name] > 0)
+        result.append(LayerError(module, str(node.target).split(".")[1] if "." in str(node.target) else str(node.target),
+                                 sqnr, max(0.0, relative_noise - previous), module in quantized))
+        previous = relative_noise
+    return result
+
+
+def _quantized_modules(quant_graph: fx.GraphModule) -> set[str]:
+    """Modules with an op that reads a dequantized value: the ones int8 actually touches."""
+    out = set()
+    for node in quant_graph.graph.nodes:
+        if node.op == "call_function" and "dequantize" in str(node.target):
+            out.update(m for m in (_module_of(u) for u in node.users if "quantize" not in str(u.target)) if m)
+    return out
+
+
+def logits_sqnr(float_graph: fx.GraphModule, quant_graph: fx.GraphModule, images: list[Tensor]) -> float:
+    with torch.no_grad():
+        f = torch.cat([float_graph(i.unsqueeze(0)) for i in images]).double()
+        q = torch.cat([quant_graph(i.unsqueeze(0)) for i in images]).double()
+    return _sqnr(float((f ** 2).sum()), float(((f - q) ** 2).sum()))
+
+
+def with_float_module(quant_graph: fx.GraphModule, module: str) -> fx.GraphModule:
+    """The int8 graph with one module computing in float: its ops read the float values behind their
+    quantize/dequantize pairs (weights and inputs); its output is still quantized for the next op, as
+    in a mixed TFLite graph. (litert-torch's quantizer cannot leave one module out, so this is done on
+    the converted graph.)"""
+    graph = copy.deepcopy(quant_graph)
+    for dq in list(graph.graph.nodes):
+        q = dq.args[0] if dq.op == "call_function" and "dequantize" in str(dq.target) and dq.args else None
+        if not (isinstance(q, fx.Node) and "quantize" in str(q.target) and "dequantize" not in str(q.target)):
+            continue
+        for user in list(dq.users):
+            if _module_of(user) == module:
+                user.replace_input_with(dq, q.args[0])
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    return graph
+
+
+def fallback_gains(quant_graph: fx.GraphModule, images: list[Tensor], candidates: list[str],
+                   float_graph: fx.GraphModule, baseline_db: float) -> list[FallbackGain]:
+    """The logits' SQNR gain of leaving each candidate module in float."""
+    gains = []
+    for module in candidates:
+        sqnr = logits_sqnr(float_graph, with_float_module(quant_graph, module), images)
+        gains.append(FallbackGain(module, sqnr, sqnr - baseline_db))
+    return sorted(gains, key=lambda g: -g.gain_db)
+
+
+@dataclass
+class LayerAnalysis:
+    layers: list[LayerError]
+    logits_sqnr_db: float
+    fallbacks: list[FallbackGain]
+    images: int
+    calibration_images: int
+    method: str = ("PT2E int8 graph (litert-torch quantizer, per-channel symmetric) run in PyTorch beside the "
+                   "float graph; SQNR of each module's output over the evaluation images")
+
+    def to_dict(self) -> dict:
+        return {"layers": [l.to_dict() for l in self.layers], "logits_sqnr_db": self.logits_sqnr_db,
+                "fallbacks": [f.to_dict() for f in self.fallbacks], "images": self.images,
+                "calibration_images": self.calibration_images, "method": self.method}
+
+
+def analyze(model: nn.Module, image_size: int, calibration: list[Tensor], images: list[Tensor],
+            candidates: int = 3) -> LayerAnalysis:
+    """Per-layer SQNR of the int8 model, and the measured gain of leaving each of the worst
+    `candidates` quantized layers (by noise added) in float."""
+    example = torch.zeros(1, 3, image_size, image_size)
+    float_graph = torch.export.export(model.eval(), (example,)).module()
+    quant_graph = quantize_graph(model, example, calibration)
+    layers = layer_errors(float_graph, quant_graph, images)
+    baseline = logits_sqnr(float_graph, quant_graph, images)
+    worst = [l.module for l in sorted((l for l in layers if l.quantized), key=lambda l: -l.noise_added)[:candidates]]
+    return LayerAnalysis(layers, baseline, fallback_gains(quant_graph, images, worst, float_graph, baseline),
+                         len(images), len(calibration))

@@ -1,0 +1,176 @@
+"""Rendering only: a quantization Report as report.json, report.md and a self-contained report.html."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+
+def _fmt(value, spec: str = ".2f", none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+HEADLINE = ("model", "target", "precision", "size", "x fp32", "latency ms (median / p90)", "accuracy",
+            "vs torch fp32", "top-1 agree", "cosine min", "SQNR dB", "parity")
+
+
+def headline_rows(report) -> list[tuple[str, ...]]:
+    rows = []
+    for m in report.models:
+        rows.append((m.model, "torch", "fp32 (reference)", "-", "-",
+                     f"{m.torch_latency_ms[0]:.2f} / {m.torch_latency_ms[1]:.2f}", _pct(m.torch_accuracy),
+                     "-", "-", "-", "-", "-"))
+        for r in m.rows:
+            latency = (f"{r.latency_ms_median:.2f} / {r.latency_ms_p90:.2f}" if r.latency_ms_median is not None
+                       else (r.latency_note or "-"))
+            rows.append((r.model, r.target, r.precision, f"{r.size_bytes / 1e6:.2f} MB", _fmt(r.size_ratio),
+                         latency, _pct(r.accuracy),
+                         "-" if r.accuracy_delta is None else f"{r.accuracy_delta:+.2f} pt",
+                         _pct(r.top1_agreement), f"{r.cosine_min:.5f}", f"{r.sqnr_db:.1f}",
+                         "pass" if r.parity_passed else "FAIL"))
+    return rows
+
+
+def _markdown_table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _layer_rows(m, top: int = 10) -> list[tuple[str, ...]]:
+    worst = sorted((l for l in m.layers.layers if l.quantized), key=lambda l: -l.noise_added)[:top]
+    return [(l.module, l.op, f"{l.sqnr_db:.1f}", f"{100 * l.noise_added:.3f}%") for l in worst]
+
+
+def to_markdown(report) -> str:
+    out = ["# mvdeploy quantization report", "", f"Command: `{report.command}`", ""]
+    for m in report.models:
+        out += [f"## {m.model}", "",
+                f"- weights: {m.weights}; input {m.image_size}x{m.image_size}",
+                f"- evaluation: {m.eval_images} images from {m.eval_source}"
+                + (f" ({m.eval_skipped} unreadable skipped)" if m.eval_skipped else ""),
+                f"- calibration: {m.calib_images} images from {m.calib_source}" if m.calib_source else "- calibration: none needed",
+                ""]
+    out += ["## Results", "", _markdown_table(HEADLINE, headline_rows(report)), ""]
+    for m in report.models:
+        for line in m.failures:
+            out.append(f"- conversion failed: {line}")
+        if m.layers:
+            out += ["", f"## {m.model}: int8 error by layer", "",
+                    f"Logits SQNR of the int8 graph: {m.layers.logits_sqnr_db:.1f} dB over {m.layers.images} images. "
+                    f"Method: {m.layers.method}.", "",
+                    _markdown_table(("module", "last op", "output SQNR dB", "noise added"), _layer_rows(m)), "",
+                    "Float fallback, measured (logits SQNR with the module left in float):", ""]
+            out += [f"- `{f.module}`: {f.logits_sqnr_db:.1f} dB ({f.gain_db:+.2f} dB)" for f in m.layers.fallbacks]
+    out += ["", "## Tools", "", ", ".join(f"{k} {v}" for k, v in report.tools.items()), ""]
+    return "\n".join(out)
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def plots(report) -> dict[str, str]:
+    """Base64 PNGs: accuracy against size, latency per variant, per-layer SQNR."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for m in report.models:
+        for target in sorted({r.target for r in m.rows}):
+            rows = [r for r in m.rows if r.target == target and r.accuracy is not None]
+            ax.scatter([r.size_bytes / 1e6 for r in rows], [100 * r.accuracy for r in rows], label=f"{m.model} {target}")
+            for r in rows:
+                ax.annotate(r.precision, (r.size_bytes / 1e6, 100 * r.accuracy), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+        if m.torch_accuracy is not None:
+            ax.axhline(100 * m.torch_accuracy, linestyle=":", linewidth=1, color="gray")
+    ax.set_xlabel("file size (MB)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("accuracy against size (dotted: PyTorch fp32)")
+    ax.legend(fontsize=7)
+    out["accuracy_vs_size"] = _png(fig)
+    plt.close(fig)
+
+    timed = [(f"{m.model}\n{r.target} {r.precision}", r.latency_ms_median, r.latency_ms_p90)
+             for m in report.models for r in m.rows if r.latency_ms_median is not None]
+    timed += [(f"{m.model}\ntorch fp32", *m.torch_latency_ms) for m in report.models]
+    if timed:
+        fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(timed)), 4))
+        names = [t[0] for t in timed]
+        ax.bar(names, [t[1] for t in timed], label="median")
+        ax.scatter(names, [t[2] for t in timed], color="black", marker="_", s=200, label="p90")
+        ax.set_ylabel("latency (ms, 1 image)")
+        ax.set_title("latency per variant on this machine")
+        ax.tick_params(axis="x", labelsize=7, rotation=60)
+        ax.legend(fontsize=7)
+        out["latency"] = _png(fig)
+        plt.close(fig)
+
+    for m in report.models:
+        if not m.layers:
+            continue
+        fig, ax = plt.subplots(figsize=(9, 3.5))
+        layers = m.layers.layers
+        ax.plot(range(len(layers)), [l.sqnr_db for l in layers], marker=".", linewidth=1)
+        worst = sorted(range(len(layers)), key=lambda i: -layers[i].noise_added)[:5]
+        for i in worst:
+            ax.annotate(layers[i].module, (i, layers[i].sqnr_db), fontsize=6, rotation=30)
+        ax.set_xlabel("layer (execution order)")
+        ax.set_ylabel("output SQNR (dB)")
+        ax.set_title(f"{m.model}: int8 SQNR by layer (labels: the layers adding the most noise)")
+        out[f"layers_{m.model}"] = _png(fig)
+        plt.close(fig)
+    return out
+
+
+def to_html(report) -> str:
+    images = plots(report)
+
+    def table(header, rows):
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>mvdeploy quantization report</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+             "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%}</style>",
+             "</head><body><h1>mvdeploy quantization report</h1>",
+             f"<p><code>{html.escape(report.command)}</code></p>"]
+    for m in report.models:
+        parts.append(f"<p><b>{html.escape(m.model)}</b>: weights {html.escape(m.weights)}; evaluation "
+                     f"{m.eval_images} images from {html.escape(m.eval_source)}; calibration "
+                     f"{m.calib_images} images from {html.escape(str(m.calib_source))}</p>")
+    parts.append(table(HEADLINE, headline_rows(report)))
+    for key, data in images.items():
+        parts.append(f"<h2>{html.escape(key.replace('_', ' '))}</h2><img alt='{key}' src='data:image/png;base64,{data}'>")
+    for m in report.models:
+        if m.layers:
+            parts.append(f"<h2>{html.escape(m.model)}: layers adding the most int8 noise</h2>")
+            parts.append(table(("module", "last op", "output SQNR dB", "noise added"), _layer_rows(m)))
+            parts.append("<ul>" + "".join(
+                f"<li>float fallback of <code>{html.escape(f.module)}</code>: logits {f.logits_sqnr_db:.1f} dB "
+                f"({f.gain_db:+.2f} dB)</li>" for f in m.layers.fallbacks) + "</ul>")
+    parts.append("<h2>tools</h2><p>" + html.escape(", ".join(f"{k} {v}" for k, v in report.tools.items())) + "</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(report, out_dir: Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
+    files["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    files["md"].write_text(to_markdown(report))
+    files["html"].write_text(to_html(report))
+    return files

@@ -1,0 +1,125 @@
+"""Quantization reports: figures on a small model and data set, reproducibility outside the report
+code, calibration/evaluation disjointness, unreadable images, per-layer error, the HTML."""
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from converters import get_target
+from mobilevit_deploy import pipeline
+from mobilevit_deploy.errors import DataError
+from mobilevit_deploy.quantization.layers import analyze, layer_errors, quantize_graph
+from mobilevit_deploy.quantization.report import Report, calibration_for, measure_model, tool_versions
+from mobilevit_deploy.reports import write_report
+
+
+@pytest.fixture(scope="module")
+def onnx_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    prepared = pipeline.prepare_model("mobilevit_xxs")            # the digits reference checkpoint
+    model_report = measure_model(prepared, ["onnx"], [pipeline.Precision.fp32], out / "artifacts",
+                                 eval_limit=40, repeats=3)
+    report = Report("mvdeploy report (test)", tool_versions(), [model_report])
+    return prepared, model_report, write_report(report, out)
+
+
+def test_report_figures(onnx_report):
+    prepared, m, files = onnx_report
+    assert m.eval_images == 40 and m.eval_source.startswith("digits test split")
+    assert m.torch_accuracy >= 0.95
+    (row,) = m.rows
+    assert row.target == "onnx" and row.precision == "fp32" and row.size_ratio == 1.0
+    assert row.accuracy == m.torch_accuracy and row.accuracy_delta == 0.0 and row.top1_agreement == 1.0
+    assert row.sqnr_db > 90 and row.latency_ms_median > 0 and row.latency_ms_p90 >= row.latency_ms_median
+    saved = json.loads(files["json"].read_text())
+    assert saved["models"][0]["rows"][0]["accuracy"] == row.accuracy
+    assert saved["tools"]["torch"].startswith("2.13.0") and saved["command"]
+    assert "| mobilevit_xxs | onnx | fp32 |" in files["md"].read_text()
+
+
+def test_report_accuracy_is_reproducible_outside_the_report_code(onnx_report):
+    """Re-run the saved artifact with onnxruntime directly on the same images: same accuracy."""
+    import onnxruntime as ort
+    from mobilevit_deploy.digits import read_digits
+
+    prepared, m, _ = onnx_report
+    images = read_digits("test", prepared.preprocess).take(40)
+    session = ort.InferenceSession(m.rows[0].artifact, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    predictions = [int(np.argmax(session.run(None, {name: x[None].numpy()})[0])) for x in images.images]
+    assert np.mean(np.array(predictions) == images.labels.numpy()) == m.rows[0].accuracy
+
+
+def test_html_is_self_contained_with_plots(onnx_report):
+    html = onnx_report[2]["html"].read_text()
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
+    assert len(images) >= 2
+    assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for data in images)
+    assert "http://" not in html and "https://" not in html          # opens offline, from a laptop
+
+
+def _folder(root, n=4, broken=0):
+    rng = np.random.default_rng(0)
+    for c in ("0", "1"):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    for i in range(broken):
+        (root / "0" / f"broken{i}.jpg").write_bytes(b"not an image")
+    return root
+
+
+def test_calibration_never_overlaps_evaluation(tmp_path):
+    prepared = pipeline.prepare_model("mobilevit_xxs", weights="random", num_classes=2, image_size=64)
+    evaluation = _folder(tmp_path / "eval")
+    with pytest.raises(DataError):                 # every calibration file is an evaluation file
+        calibration_for(prepared, str(evaluation), evaluation, 10)
+    calibration = calibration_for(prepared, str(_folder(tmp_path / "calib", n=3)), evaluation, 10)
+    assert calibration.samples == 6
+    digits = pipeline.prepare_model("mobilevit_xxs")
+    assert calibration_for(digits, None, None, 10).source.startswith("digits train split")
+
+
+def test_unreadable_evaluation_images_are_skipped_and_counted(tmp_path):
+    prepared = pipeline.prepare_model("mobilevit_xxs", weights="random", num_classes=2, image_size=64)
+    m = measure_model(prepared, ["onnx"], [pipeline.Precision.fp32], tmp_path / "a",
+                      eval_data=_folder(tmp_path / "eval", n=2, broken=2), repeats=2)
+    assert m.eval_skipped == 2 and m.eval_images == 4 and m.rows[0].accuracy is not None
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.SiLU()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_per_layer_error_names_modules_and_measures_fallbacks():
+    torch.manual_seed(0)
+    model = Toy().eval()
+    images = list(torch.rand(6, 3, 16, 16))
+    analysis = analyze(model, 16, images[:4], images[4:], candidates=2)
+    modules = [layer.module for layer in analysis.layers]
+    assert "conv" in modules and "fc" in modules
+    assert all(10 < layer.sqnr_db < 80 for layer in analysis.layers if layer.quantized)
+    assert 10 < analysis.logits_sqnr_db < 80 and len(analysis.fallbacks) == 2
+
+
+def test_per_layer_error_of_an_unquantized_graph_is_zero():
+    """Negative control for the metric itself: float against float shows no noise anywhere."""
+    model = Toy().eval()
+    example = torch.zeros(1, 3, 16, 16)
+    graph = torch.export.export(model, (example,)).module()
+    images = list(torch.rand(2, 3, 16, 16))
+    assert all(layer.noise_added == 0 for layer in layer_errors(graph, graph, images))
+    quantized = quantize_graph(model, example, images)
+    assert any(layer.noise_added > 0 for layer in layer_errors(graph, quantized, images))
