@@ -49,8 +49,9 @@ class Target(Protocol):
                 calibration: Calibration | None = None) -> Artifact:
         """Write `out_path` (a file, or a directory for .mlpackage) and describe it."""
 
-    def load(self, path: Path) -> Artifact:
-        """Describe an existing artifact (possibly not made by mvdeploy) from the file itself."""
+    def load(self, path: Path, precision: Precision | None = None) -> Artifact:
+        """Describe an existing artifact (possibly not made by mvdeploy) from the file itself;
+        `precision` overrides what the file suggests."""
 
     def runner(self, artifact: Artifact) -> Runner:
         """A runner for this artifact on this machine (canonical NCHW float32 feed)."""

@@ -414,13 +414,14 @@ class CoreMLTarget:
         )
         mlmodel.output_description[LOGITS] = "class logits, float32"
 
-    def load(self, path: Path) -> Artifact:
+    def load(self, path: Path, precision: Precision | None = None) -> Artifact:
         from mobilevit_deploy.mil.program import load_spec
 
         spec = load_spec(Path(path))
         metadata = dict(spec.description.metadata.userDefined)
         written = metadata.get(f"{META_PREFIX}precision")
-        precision = Precision(written) if written in {p.value for p in Precision} else infer_precision(spec)
+        if precision is None:
+            precision = Precision(written) if written in {p.value for p in Precision} else infer_precision(spec)
         return self._artifact(Path(path), precision, metadata.get(f"{META_PREFIX}converter", ""), (), spec)
 
     def _artifact(self, path: Path, precision: Precision, converter: str, notes: tuple[str, ...],

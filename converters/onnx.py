@@ -80,7 +80,7 @@ class OnnxTarget:
             raise ConversionError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
         return self.load(out_path, precision=spec.precision)
 
-    def load(self, path: Path, precision: Precision = Precision.fp32) -> Artifact:
+    def load(self, path: Path, precision: Precision | None = None) -> Artifact:
         import onnx
 
         try:
@@ -99,7 +99,7 @@ class OnnxTarget:
 
         if len(inputs) != 1 or len(spec_of(inputs[0], True).shape) != 4:
             raise ArtifactError(f"{path}: expected one image input [1, 3, H, W] or [1, H, W, 3]")
-        return Artifact(Path(path), self.name, precision, (spec_of(inputs[0], True),),
+        return Artifact(Path(path), self.name, precision or Precision.fp32, (spec_of(inputs[0], True),),
                         tuple(spec_of(o, False) for o in graph.output), converter="torch.onnx")
 
     def runner(self, artifact: Artifact) -> Runner:

@@ -189,8 +189,8 @@ def convert(prepared: PreparedModel, target_name: str, precision: Precision, out
         start = time.perf_counter()
         artifact = target.convert(export_model, spec, staged, calibration)
         seconds = time.perf_counter() - start
-        if calibration is not None and calibration.synthetic:
-            from .calibration import UNVALIDATED_NOTE
+        from .calibration import UNVALIDATED_NOTE, needs_calibration
+        if calibration is not None and calibration.synthetic and needs_calibration(target.name, precision):
             artifact = replace(artifact, notes=(*artifact.notes, UNVALIDATED_NOTE))
         report = None
         if check:

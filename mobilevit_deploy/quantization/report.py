@@ -134,7 +134,7 @@ def measure_model(prepared: PreparedModel, targets: list[str], precisions: list[
             path = out_dir / artifact_name(prepared.name, precision, target, None)
             try:
                 if reuse and _reusable(path, prepared):
-                    artifact = target.load(path, precision) if _takes_precision(target) else target.load(path)
+                    artifact = target.load(path, precision)
                     parity_report = json.loads(parity_path(path).read_text())
                     passed, notes = parity_report["passed"], parity_report.get("notes", [])
                 else:
@@ -164,7 +164,3 @@ def measure_model(prepared: PreparedModel, targets: list[str], precisions: list[
         report.layers = analyze(fused, prepared.image_size, calib, list(chosen))
     return report
 
-
-def _takes_precision(target) -> bool:
-    import inspect
-    return "precision" in inspect.signature(target.load).parameters

@@ -110,6 +110,13 @@ class CoreMLRunner(Runner):
             return f"{self._backend.engine}; image input fed as {self._backend.takes_pixels_as}"
         return self._backend.engine
 
+    @property
+    def latency_unmeasurable(self) -> str | None:
+        """Why a timing of this runner says nothing about a phone, or None when it does."""
+        if self.use_apple_runtime:
+            return None
+        return "not measurable here (no Core ML runtime off macOS; the reference interpreter is not a phone)"
+
     def __enter__(self) -> "CoreMLRunner":
         if self.use_apple_runtime and sys.platform != "darwin":
             raise TargetUnavailableError("the Core ML runtime runs only on macOS; use the reference interpreter here")
