@@ -58,17 +58,8 @@ class Target(Protocol):
 
 
 def _registry() -> dict[str, Target]:
-    from . import onnx
-    targets: list[Target] = [onnx.TARGET]
-    for module in ("tflite", "coreml"):
-        try:
-            mod = __import__(f"converters.{module}", fromlist=["TARGET"])
-        except ModuleNotFoundError as e:
-            if e.name == f"converters.{module}":
-                continue          # not written yet
-            raise
-        targets.append(mod.TARGET)
-    return {t.name: t for t in targets}
+    from . import coreml, onnx, tflite
+    return {t.name: t for t in (onnx.TARGET, tflite.TARGET, coreml.TARGET)}
 
 
 TARGETS: dict[str, Target] = _registry()
