@@ -16,7 +16,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	.venv/bin/mvdeploy convert --target tflite
+	.venv/bin/mvdeploy convert --target tflite --precision fp32,fp16,int8
 
 test: install
 	$(PY) -m pytest -q
