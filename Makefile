@@ -27,6 +27,7 @@ test-slow: install
 bench: install
 	$(PY) benchmarks/fusion_latency.py
 	$(PY) benchmarks/runtime_latency.py
+	$(PY) benchmarks/tflite_latency.py
 
 clean:
 	rm -rf mvdeploy-out .pytest_cache

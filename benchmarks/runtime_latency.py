@@ -1,32 +1,19 @@
-"""onnxruntime vs PyTorch eager latency on the fused model, measured in one run (read the ratio).
+"""onnxruntime (the fused ONNX export) vs PyTorch eager (the unfused source model), measured in one run.
 
 Usage: python benchmarks/runtime_latency.py [--models a,b] [--repeats N]
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 
 from mobilevit_deploy import pipeline
-from mobilevit_deploy.models import MODELS
+from mobilevit_deploy.quantization.evaluate import time_runner
 from mobilevit_deploy.runners.torch import TorchRunner
 from mobilevit_deploy.spec import Precision
 from converters import get_target
-
-
-def median_ms(runner, x, repeats: int) -> float:
-    for _ in range(3):
-        runner.infer(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        runner.infer(x)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -47,8 +34,8 @@ def main() -> None:
             with get_target("onnx").runner(result.artifact) as ort_runner:
                 t, o = [], []
                 for _ in range(3):
-                    t.append(median_ms(TorchRunner(prepared.model, shape), x, args.repeats))
-                    o.append(median_ms(ort_runner, x, args.repeats))
+                    t.append(time_runner(TorchRunner(prepared.model, shape), x, args.repeats)[0])
+                    o.append(time_runner(ort_runner, x, args.repeats)[0])
         print(f"{name:<16}{min(t):>10.2f}{min(o):>10.2f}{min(o) / min(t):>11.3f}{result.report.metrics.max_rel:>11.2e}")
 
 

@@ -22,6 +22,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,12 +223,22 @@ class LiteRTRunner(Runner):
 
     # -- inference -----------------------------------------------------------------------------
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
+    def _feed(self, x: np.ndarray) -> np.ndarray:
+        """Canonical [1, 3, H, W] float32 -> what the interpreter's input takes (layout, int8)."""
         spec = self.inputs[0]
         if self._nhwc:
             x = x.transpose(0, 2, 3, 1)                          # [1, H, W, 3]
         x = _quantize(x, spec) if spec["scale"] else x.astype(spec["dtype"], copy=False)
-        _, arrays = self._request({"op": "infer"}, [np.ascontiguousarray(x)])
+        return np.ascontiguousarray(x)
+
+    def time_inference(self, image: np.ndarray, repeats: int, warmup: int = 3) -> list[float]:
+        """Milliseconds of `invoke()` alone, timed inside the worker (no pipe round trip)."""
+        reply, _ = self._request({"op": "time", "repeats": int(repeats), "warmup": int(warmup)},
+                                 [self._feed(np.asarray(image, dtype=np.float32)[:1])])
+        return reply["times_ms"]
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        _, arrays = self._request({"op": "infer"}, [self._feed(x)])
         out = arrays[0]
         spec = self.outputs[0]
         return _dequantize(out, spec) if spec["scale"] else out.astype(np.float32)
@@ -393,6 +404,17 @@ def _serve() -> None:
                 interpreter.set_tensor(inp["index"], arrays[0])
                 interpreter.invoke()
                 reply, out = {}, [interpreter.get_tensor(o["index"]) for o in interpreter.get_output_details()]
+            elif op == "time":
+                inp = interpreter.get_input_details()[0]
+                interpreter.set_tensor(inp["index"], arrays[0])
+                for _ in range(header["warmup"]):
+                    interpreter.invoke()
+                times = []
+                for _ in range(header["repeats"]):
+                    start = time.perf_counter()
+                    interpreter.invoke()
+                    times.append((time.perf_counter() - start) * 1e3)
+                reply, out = {"times_ms": times}, []
             elif op == "tensor_details":
                 reply, out = {"tensors": _details(interpreter.get_tensor_details())}, []
             elif op == "tensor":
