@@ -66,7 +66,9 @@ def to_markdown(report) -> str:
                     f"Logits SQNR of the int8 graph: {m.layers.logits_sqnr_db:.1f} dB over {m.layers.images} images. "
                     f"Method: {m.layers.method}.", "",
                     _markdown_table(("module", "last op", "output SQNR dB", "noise added"), _layer_rows(m)), "",
-                    "Float fallback, measured (logits SQNR with the module left in float):", ""]
+                    "Float fallback of the layers adding the most noise, measured on the PT2E graph with the module's "
+                    "inputs and weights left in float (experimental emulation, not a mixed-precision TFLite build; "
+                    "a gain near zero or below means the fallback would not help):", ""]
             out += [f"- `{f.module}`: {f.logits_sqnr_db:.1f} dB ({f.gain_db:+.2f} dB)" for f in m.layers.fallbacks]
     out += ["", "## Tools", "", ", ".join(f"{k} {v}" for k, v in report.tools.items()), ""]
     return "\n".join(out)
