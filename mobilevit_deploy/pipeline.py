@@ -18,6 +18,7 @@ from torch import nn
 
 from converters.base import Calibration, Target, check_precision, get_target
 from .checkpoints import REFERENCE_CHECKPOINTS, ReferenceCheckpoint
+from .calibration import UNVALIDATED_NOTE, needs_calibration
 from .data import load_folder, synthetic_images
 from .errors import ArtifactError, InputSizeError, TargetUnavailableError
 from .fusion import fuse
@@ -182,14 +183,26 @@ def convert(prepared: PreparedModel, target_name: str, precision: Precision, out
     spec = ExportSpec(prepared.name, prepared.image_size, precision, layout, int8_io, converter, options or {})
 
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / artifact_name(prepared.name, precision, target, converter)
+    try:
+        return _convert_staged(prepared, target, precision, out_dir, export_model, spec, fusion, check, inputs,
+                               calibration)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()                  # leave no trace of a failed first conversion
+        raise
+
+
+def _convert_staged(prepared: PreparedModel, target: Target, precision: Precision, out_dir: Path,
+                    export_model: nn.Module, spec: ExportSpec, fusion, check: bool, inputs: ParityInputs | None,
+                    calibration: Calibration | None) -> ConvertResult:
+    final = out_dir / artifact_name(prepared.name, precision, target, spec.converter)
     with tempfile.TemporaryDirectory(prefix=".mvdeploy-tmp-", dir=out_dir) as tmp:
         staged = Path(tmp) / final.name
         start = time.perf_counter()
         artifact = target.convert(export_model, spec, staged, calibration)
         seconds = time.perf_counter() - start
-        from .calibration import UNVALIDATED_NOTE, needs_calibration
         if calibration is not None and calibration.synthetic and needs_calibration(target.name, precision):
             artifact = replace(artifact, notes=(*artifact.notes, UNVALIDATED_NOTE))
         report = None

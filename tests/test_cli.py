@@ -70,12 +70,15 @@ def test_check_catches_a_wrong_artifact(cli, tmp_path):
     (("convert", "--target", "onnx", "--image-size", "100"), ("multiple of 32",)),
     (("convert", "--target", "onnx", "--weights", "missing.safetensors"), ("does not exist",)),
     (("check", "missing.onnx", "--model", "mobilevit_xxs"), ("does not exist",)),
-], ids=["model", "target", "precision", "image-size", "weights-missing", "artifact-missing"])
+    (("convert", "--target", "coreml", "--precision", "int4"), ("needs --ios 18",)),
+    (("convert", "--target", "tflite", "--precision", "int8", "--weights", "random"), ("--calib-data",)),
+], ids=["model", "target", "precision", "image-size", "weights-missing", "artifact-missing", "coreml-int4-ios17",
+        "int8-without-calibration"])
 def test_bad_input_is_one_clear_line(cli, tmp_path, args, needles):
     out = tmp_path / "out"
     result = cli(*args, "--out", out) if args[0] == "convert" else cli(*args)
     _assert_clean_failure(result, *needles)
-    assert _leftovers(out) == []
+    assert not out.exists()
 
 
 def test_corrupt_and_foreign_weights(cli, tmp_path):
