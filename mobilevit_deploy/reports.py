@@ -28,7 +28,7 @@ def headline_rows(report) -> list[tuple[str, ...]]:
                      "-", "-", "-", "-", "-"))
         for r in m.rows:
             latency = (f"{r.latency_ms_median:.2f} / {r.latency_ms_p90:.2f}" if r.latency_ms_median is not None
-                       else (r.latency_note or "-"))
+                       else (r.latency_note or "-").split(" (")[0])        # the reason is in report.json
             rows.append((r.model, r.target, r.precision, f"{r.size_bytes / 1e6:.2f} MB", _fmt(r.size_ratio),
                          latency, _pct(r.accuracy),
                          "-" if r.accuracy_delta is None else f"{r.accuracy_delta:+.2f} pt",
