@@ -23,8 +23,8 @@ FAST = {
 # which random weights do not keep; those cases run on the trained reference models only.
 LOW_BIT = {Precision.palettize4, Precision.int4, Precision.w8a8}
 KNOWN_DEFECTS = {
-    ("mobilevit_xxs", "onnx2tf"): "onnx2tf 1.29.24 mis-converts the MobileViT block on 4x4 maps at 64x64 "
-                                   "(cosine ~0.88 at every precision; correct at 256)",
+    ("mobilevit", "onnx2tf"): "onnx2tf 1.29.24 mis-converts the MobileViT block on 4x4 maps at 64x64 "
+                               "(cosine ~0.88 at every precision on mobilevit_xxs; correct at 256)",
     ("swin_micro", "onnx2tf", Precision.int8): "onnx2tf's full int8 also quantizes LayerNorm/softmax/GELU: "
                                                 "cosine_min 0.96 on the digits images",
 }
@@ -37,7 +37,9 @@ def _cases():
                 if name not in REFERENCE and precision in LOW_BIT:
                     continue
                 fast = name in REFERENCE and precision in FAST.get((target_name, converter), ())
-                defect = KNOWN_DEFECTS.get((name, converter)) or KNOWN_DEFECTS.get((name, converter, precision))
+                family = "mobilevit" if name.startswith("mobilevit") else name
+                defect = (KNOWN_DEFECTS.get((family, converter)) or KNOWN_DEFECTS.get((name, converter))
+                          or KNOWN_DEFECTS.get((name, converter, precision)))
                 marks = [] if fast else [pytest.mark.slow]
                 if defect:
                     marks.append(pytest.mark.xfail(reason=defect, strict=True))
