@@ -19,9 +19,10 @@ FAST = {
     ("tflite", None): (Precision.fp32, Precision.fp16, Precision.int8),
     ("coreml", None): (Precision.fp16, Precision.int8, Precision.palettize6),
 }
-# Weight compression below 8 bits on random weights (near-flat logits) is judged by cosine alone,
-# which random weights do not keep; those cases run on the trained reference models only.
-LOW_BIT = {Precision.palettize4, Precision.int4, Precision.w8a8}
+# Weight compression below 8 bits on random weights (near-flat logits) misses the cosine/SQNR bounds
+# without saying anything about a trained model (palettize6 on random mobilevit_xs at 64: cosine 0.985,
+# 15 dB; on the trained reference models: 0.999, 38-40 dB). Those cases run on the reference models only.
+LOW_BIT = {Precision.palettize6, Precision.palettize4, Precision.int4, Precision.w8a8}
 KNOWN_DEFECTS = {
     ("mobilevit", "onnx2tf"): "onnx2tf 1.29.24 mis-converts the MobileViT block on 4x4 maps at 64x64 "
                                "(cosine ~0.88 at every precision on mobilevit_xxs; correct at 256)",
