@@ -7,7 +7,6 @@ bytes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import zipfile
@@ -19,7 +18,8 @@ import torch
 
 from converters.base import Calibration, get_target
 from mobilevit_deploy.errors import MvDeployError, UnknownNameError
-from mobilevit_deploy.pipeline import PreparedModel, check_artifact, convert, ParityInputs
+from mobilevit_deploy.pipeline import ParityInputs, PreparedModel, check_artifact, convert, move_into_place
+from mobilevit_deploy.quantization.report import tool_versions
 from mobilevit_deploy.spec import Artifact, Layout, Precision, Preprocess
 
 from .manifest import MANIFEST, SCHEMA_VERSION, checksums
@@ -66,18 +66,6 @@ class BundleResult:
     folder: Path
     zip_path: Path
     manifest: dict
-
-
-def _tool_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for package in ("mvdeploy", "torch", "numpy", "coremltools", "litert-torch", "ai-edge-litert", "onnxruntime"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def _to_uint8_image(x: torch.Tensor, pre: Preprocess) -> np.ndarray:
@@ -170,14 +158,6 @@ def write_zip(folder: Path, zip_path: Path) -> None:
             zf.writestr(info, path.read_bytes(), compresslevel=9)
 
 
-def _replace(src: Path, dst: Path) -> None:
-    if dst.is_dir():
-        shutil.rmtree(dst)
-    elif dst.exists():
-        dst.unlink()
-    os.replace(src, dst)
-
-
 def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, golden: ParityInputs,
                  golden_labels: list[int | None], labels: list[str], precision: Precision | None = None,
                  artifact_path: Path | None = None, calibration: Calibration | None = None,
@@ -235,13 +215,13 @@ def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, gol
             "parity": {"passed": report.passed, "engine": report.engine,
                        "metrics": report.metrics.to_dict() if report.metrics else None,
                        "tolerance": report.tolerance.to_dict(), "samples": report.samples},
-            "tools": _tool_versions(),
+            "tools": tool_versions(),
         }
         _write_app(stage, platform, _template_values(manifest, artifact))
         manifest["files"] = checksums(stage)
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         zip_stage = Path(tmp) / f"{name}.zip"
         write_zip(stage, zip_stage)
-        _replace(stage, out_dir / name)
-        _replace(zip_stage, out_dir / f"{name}.zip")
+        move_into_place(stage, out_dir / name)
+        move_into_place(zip_stage, out_dir / f"{name}.zip")
     return BundleResult(out_dir / name, out_dir / f"{name}.zip", manifest)

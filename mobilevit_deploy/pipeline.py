@@ -160,7 +160,8 @@ def artifact_name(model: str, precision: Precision, target: Target, converter: s
     return f"{model}-{precision.value}{extra}{target.suffix}"
 
 
-def _move_into_place(src: Path, dst: Path) -> None:
+def move_into_place(src: Path, dst: Path) -> None:
+    """Rename a staged file or folder over `dst`, replacing what was there."""
     if dst.is_dir() and not dst.is_symlink():
         shutil.rmtree(dst)
     os.replace(src, dst)
@@ -209,9 +210,9 @@ def _convert_staged(prepared: PreparedModel, target: Target, precision: Precisio
         if check:
             report = check_artifact(artifact, target, prepared, inputs or parity_inputs(prepared), label=final)
             report.write(Path(tmp) / parity_path(final).name)
-        _move_into_place(staged, final)
+        move_into_place(staged, final)
         if report:
-            _move_into_place(Path(tmp) / parity_path(final).name, parity_path(final))
+            move_into_place(Path(tmp) / parity_path(final).name, parity_path(final))
         else:
             parity_path(final).unlink(missing_ok=True)     # a stale report must not vouch for a new file
     return ConvertResult(replace(artifact, path=final), report, fusion.fused_pairs if fusion else 0, seconds)
