@@ -14,22 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from converters.base import Calibration, get_target
-from mobilevit_deploy.errors import MvDeployError, UnknownNameError
+from mobilevit_deploy.errors import BundleError, UnknownNameError
 from mobilevit_deploy.pipeline import ParityInputs, PreparedModel, check_artifact, convert, move_into_place
-from mobilevit_deploy.quantization.report import tool_versions
-from mobilevit_deploy.spec import Artifact, Layout, Precision, Preprocess
+from mobilevit_deploy.spec import Artifact, Calibration, Layout, Precision, Preprocess
+from mobilevit_deploy.targets import get_target
+from mobilevit_deploy.versions import tool_versions
 
 from .manifest import MANIFEST, SCHEMA_VERSION, checksums
 
 TEMPLATES = Path(__file__).parent / "templates"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)      # the earliest date a zip can hold: fixed for byte-identical zips
-
-
-class BundleError(MvDeployError):
-    """A bundle that cannot be built as asked."""
 
 
 @dataclass(frozen=True)
@@ -68,13 +63,6 @@ class BundleResult:
     manifest: dict
 
 
-def _to_uint8_image(x: torch.Tensor, pre: Preprocess) -> np.ndarray:
-    """[3, H, W] preprocessed -> [H, W, 3] uint8: exact, since the tensor came from uint8 pixels."""
-    mean = torch.tensor(pre.mean).view(3, 1, 1)
-    std = torch.tensor(pre.std).view(3, 1, 1)
-    return ((x * std + mean) * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-
-
 def _write_golden(root: Path, images: np.ndarray, labels: list[int | None], artifact: Artifact,
                   platform: Platform, pre: Preprocess) -> list[dict]:
     """golden/NNN.png, NNN_input.f32 (model layout), NNN_expected.f32 (host outputs of the artifact)."""
@@ -89,7 +77,7 @@ def _write_golden(root: Path, images: np.ndarray, labels: list[int | None], arti
     for i, (x, y) in enumerate(zip(images, expected)):
         name = f"{i:03d}"
         feed = x.transpose(1, 2, 0) if artifact.inputs[0].layout is Layout.nhwc else x
-        Image.fromarray(_to_uint8_image(torch.from_numpy(x), pre)).save(golden / f"{name}.png", optimize=False)
+        Image.fromarray(pre.to_uint8(x)).save(golden / f"{name}.png", optimize=False)
         np.ascontiguousarray(feed, dtype="<f4").tofile(golden / f"{name}_input.f32")
         np.ascontiguousarray(y, dtype="<f4").tofile(golden / f"{name}_expected.f32")
         cases.append({"image": f"golden/{name}.png", "input": f"golden/{name}_input.f32",
@@ -177,9 +165,9 @@ def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, gol
         if options.get("image_input"):
             options["preprocess"] = {"mean": list(prepared.preprocess.mean), "std": list(prepared.preprocess.std)}
         if artifact_path is None:
-            result = convert(prepared, platform.target, precision or platform.default_precision, stage / "model",
-                             inputs=parity, layout=platform.layout, calibration=calibration,
-                             options=options or None)
+            spec = prepared.spec(precision or platform.default_precision, layout=platform.layout,
+                                 options=target.options(**options))
+            result = convert(prepared, target, spec, stage / "model", inputs=parity, calibration=calibration)
             artifact, report = result.artifact, result.report
         else:
             artifact = target.load(Path(artifact_path))

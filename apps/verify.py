@@ -13,10 +13,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from converters.base import get_target
 from mobilevit_deploy.errors import MvDeployError
 from mobilevit_deploy.parity import compare
 from mobilevit_deploy.spec import Layout, Precision
+from mobilevit_deploy.targets import get_target
 
 from .manifest import MANIFEST, bundle_files, schema_failures, sha256
 

@@ -13,7 +13,7 @@ from mobilevit_deploy import pipeline
 from mobilevit_deploy.quantization.evaluate import time_runner
 from mobilevit_deploy.runners.torch import TorchRunner
 from mobilevit_deploy.spec import Precision
-from converters import get_target
+from mobilevit_deploy.targets import get_target
 
 
 def main() -> None:
@@ -28,13 +28,14 @@ def main() -> None:
     for name in args.models.split(","):
         prepared = pipeline.prepare_model(name, weights="random")      # the default input size
         with tempfile.TemporaryDirectory() as tmp:
-            result = pipeline.convert(prepared, "onnx", Precision.fp32, Path(tmp))
+            result = pipeline.convert(prepared, "onnx", prepared.spec(Precision.fp32), Path(tmp))
             x = pipeline.parity_inputs(prepared, synthetic=1).images
             shape = (1, 3, prepared.image_size, prepared.image_size)
             with get_target("onnx").runner(result.artifact) as ort_runner:
                 t, o = [], []
                 for _ in range(3):
-                    t.append(time_runner(TorchRunner(prepared.model, shape), x, args.repeats)[0])
+                    with TorchRunner(prepared.model, input_shape=shape) as torch_runner:
+                        t.append(time_runner(torch_runner, x, args.repeats)[0])
                     o.append(time_runner(ort_runner, x, args.repeats)[0])
         print(f"{name:<16}{min(t):>10.2f}{min(o):>10.2f}{min(o) / min(t):>11.3f}{result.report.metrics.max_rel:>11.2e}")
 

@@ -9,15 +9,14 @@ Usage: python benchmarks/tflite_latency.py [--models a,b] [--repeats N] [--conve
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 
 import torch
 
-from converters import get_target
+from mobilevit_deploy.targets import get_target
 from mobilevit_deploy import pipeline
-from mobilevit_deploy.calibration import load_calibration
+from mobilevit_deploy.calibration import calibration_for
 from mobilevit_deploy.models import MODELS
 from mobilevit_deploy.quantization.evaluate import time_runner
 from mobilevit_deploy.runners.torch import TorchRunner
@@ -38,16 +37,16 @@ def main() -> None:
         prepared = pipeline.prepare_model(name, weights="random")
         x = pipeline.parity_inputs(prepared, synthetic=1).images
         shape = (1, 3, prepared.image_size, prepared.image_size)
-        torch_ms = statistics.median([time_runner(TorchRunner(prepared.model, shape), x, args.repeats)[0]
-                                      for _ in range(1)])
-        calibration = load_calibration("synthetic", prepared, samples=16)
+        with TorchRunner(prepared.model, input_shape=shape) as torch_runner:
+            torch_ms = time_runner(torch_runner, x, args.repeats)[0]
+        calibration = calibration_for(prepared, "synthetic", samples=16)
         with tempfile.TemporaryDirectory() as tmp:
-            onnx = pipeline.convert(prepared, "onnx", Precision.fp32, Path(tmp))
+            onnx = pipeline.convert(prepared, "onnx", prepared.spec(Precision.fp32), Path(tmp))
             with get_target("onnx").runner(onnx.artifact) as runner:
                 ort_ms = time_runner(runner, x, args.repeats)[0]
             fp32_ms = None
             for precision in (Precision.fp32, Precision.int8):
-                result = pipeline.convert(prepared, "tflite", precision, Path(tmp), converter=args.converter,
+                result = pipeline.convert(prepared, "tflite", prepared.spec(precision, converter=args.converter), Path(tmp),
                                           calibration=calibration if precision is Precision.int8 else None)
                 with get_target("tflite").runner(result.artifact) as runner:
                     ms = time_runner(runner, x, args.repeats)[0]

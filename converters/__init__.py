@@ -1,4 +1,5 @@
-"""Targets: one module per output format, one registry (see base.py)."""
-from .base import TARGETS, Target, get_target
+"""Targets: one module or package per output format, each exposing TARGET.
 
-__all__ = ["TARGETS", "Target", "get_target"]
+The core never imports this package: targets are registered as entry points
+(`mvdeploy.targets` in pyproject.toml) and reached through `mobilevit_deploy.targets.get_target`.
+"""

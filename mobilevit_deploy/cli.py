@@ -76,43 +76,17 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
 
 
 def _precisions(text: str):
-    from .errors import UnknownNameError
-    from .spec import Precision
+    from .spec import Precision, parse_choice
 
-    out = []
-    for item in (p.strip() for p in text.split(",") if p.strip()):
-        try:
-            out.append(Precision(item))
-        except ValueError:
-            raise UnknownNameError("precision", item, [p.value for p in Precision]) from None
-    return out
+    return [parse_choice(Precision, item, "precision") for item in (p.strip() for p in text.split(",")) if item]
 
 
-def _labels(path: Path | None, prepared) -> list[str]:
-    """--labels FILE (one per line), else the weights' own labels, else class_0..class_{K-1}."""
-    from .errors import DataError
-
-    if path is not None:
-        if not path.is_file():
-            raise DataError(f"labels file {path} does not exist")
-        labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if len(labels) != prepared.num_classes:
-            raise DataError(f"{path} has {len(labels)} labels; the model has {prepared.num_classes} classes")
-        return labels
-    return list(prepared.labels) if prepared.labels else [f"class_{i}" for i in range(prepared.num_classes)]
-
-
-def _coreml_options(target: str, ios: int, image_input: bool, labels_file: Path | None, prepared) -> dict:
-    if target != "coreml":
-        return {}
-    options = {"ios": ios, "metadata": {"weights": prepared.weights, "model": prepared.name,
-                                        "preprocess": json.dumps(prepared.preprocess.to_dict())}}
-    if image_input:
-        options.update(image_input=True, preprocess={"mean": list(prepared.preprocess.mean),
-                                                     "std": list(prepared.preprocess.std)})
-    if labels_file is not None:
-        options["labels"] = _labels(labels_file, prepared)
-    return options
+def _target_options(target, ios: int | None, image_input: bool, labels_file: Path | None, prepared):
+    """The target's typed Options from the flags the user actually gave; a flag the target does not
+    take is an OptionsError naming the target (e.g. --ios on tflite)."""
+    given = {"ios": ios, "image_input": True if image_input else None,
+             "labels": tuple(prepared.class_names(labels_file)) if labels_file is not None else None}
+    return target.options(**{k: v for k, v in given.items() if v is not None})
 
 
 @app.command()
@@ -129,7 +103,7 @@ def convert(
     converter: Annotated[Optional[str], typer.Option("--converter", help="tflite: litert-torch or onnx2tf; coreml: trace or export")] = None,
     layout: Annotated[str, typer.Option("--layout", help="input layout: nchw or nhwc")] = "nchw",
     int8_io: Annotated[bool, typer.Option("--int8-io", help="tflite int8: integer input and output")] = False,
-    ios: Annotated[int, typer.Option("--ios", help="coreml: minimum iOS (16, 17, 18)")] = 17,
+    ios: Annotated[Optional[int], typer.Option("--ios", help="coreml: minimum iOS (16, 17, 18) [default: 17]")] = None,
     image_input: Annotated[bool, typer.Option("--image-input", help="coreml: an image input with scale and mean/std inside")] = False,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="coreml: class labels file, makes a classifier")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: mvdeploy-out/<model>]")] = None,
@@ -138,26 +112,29 @@ def convert(
 ) -> None:
     """Convert a model for a target, check parity against PyTorch, write <model>-<precision><suffix>."""
     from . import pipeline
-    from .calibration import load_calibration, needs_calibration
-    from .spec import Layout
+    from .calibration import calibration_for
+    from .spec import Layout, parse_choice
+    from .targets import get_target
 
+    chosen = get_target(target)
     precisions = _precisions(precision)
-    layout_value = _choice("layout", layout, Layout)
+    layout_value = parse_choice(Layout, layout, "layout")
     prepared = pipeline.prepare_model(model, weights, num_classes, image_size)
+    options = _target_options(chosen, ios, image_input, labels, prepared)
+    specs = [chosen.check(prepared.spec(p, layout=layout_value, int8_io=int8_io, converter=converter,
+                                        options=options), will_calibrate=True) for p in precisions]
     out_dir = out or Path("mvdeploy-out") / model
     inputs = None if no_check else pipeline.parity_inputs(prepared, data, progress=True)
     calibration = None
-    if any(needs_calibration(target, p) for p in precisions):
-        calibration = load_calibration(_calibration_source(calib_data, prepared), prepared, calib_samples,
-                                       progress=True)
-    options = _coreml_options(target, ios, image_input, labels, prepared)
+    if any(chosen.needs_calibration(p) for p in precisions):
+        calibration = calibration_for(prepared, calib_data, samples=calib_samples, progress=True)
     table = _parity_table()
     failed = []
-    for p in precisions:
+    for spec in specs:
+        p = spec.precision
         with console.status(f"converting {model} to {target} {p.value}..."):
-            result = pipeline.convert(prepared, target, p, out_dir, do_fuse=not no_fuse, check=not no_check,
-                                      inputs=inputs, layout=layout_value, int8_io=int8_io, converter=converter,
-                                      calibration=calibration, options=options)
+            result = pipeline.convert(prepared, chosen, spec, out_dir, do_fuse=not no_fuse, check=not no_check,
+                                      inputs=inputs, calibration=calibration)
         _parity_row(table, Path(result.artifact.path).name, p.value, result.artifact.size_bytes,
                     result.report, result.seconds)
         if result.report is not None and not result.report.passed:
@@ -177,14 +154,6 @@ def convert(
         raise typer.Exit(1)
 
 
-def _choice(kind: str, value: str, enum):
-    from .errors import UnknownNameError
-    try:
-        return enum(value)
-    except ValueError:
-        raise UnknownNameError(kind, value, [e.value for e in enum]) from None
-
-
 @app.command()
 def check(
     artifact: Annotated[Path, typer.Argument(help="an exported file (.onnx, .tflite, .mlpackage)")],
@@ -194,22 +163,10 @@ def check(
     data: DataOpt = None,
 ) -> None:
     """Check any artifact (also one mvdeploy did not make) against the PyTorch model."""
-    from converters.base import target_for_path
-    from . import pipeline
-    from .errors import ArtifactError
     from .parity import parity_path
+    from .pipeline import check_file
 
-    if not artifact.exists():
-        raise ArtifactError(f"artifact {artifact} does not exist")
-    target = target_for_path(artifact)
-    loaded = target.load(artifact)
-    shape = loaded.inputs[0].shape
-    size = shape[2] if loaded.inputs[0].layout is None or loaded.inputs[0].layout.value == "nchw" else shape[1]
-    classes = num_classes or int(loaded.outputs[0].shape[-1])
-    prepared = pipeline.prepare_model(model, weights, classes, size)
-    inputs = pipeline.parity_inputs(prepared, data, progress=True)
-    report = pipeline.check_artifact(loaded, target, prepared, inputs)
-    report.write(parity_path(artifact))
+    loaded, report = check_file(artifact, model, weights, num_classes, data, progress=True)
     table = _parity_table()
     _parity_row(table, artifact.name, loaded.precision.value, loaded.size_bytes, report, None)
     console.print(table)
@@ -236,26 +193,25 @@ def bundle(
 ) -> None:
     """Write an app bundle (model, labels, bundle.json, golden self-test, sample app) and its zip."""
     from apps.bundle import build_bundle, get_platform
-    from converters import get_target
     from . import pipeline
-    from .calibration import load_calibration, needs_calibration
-    from .errors import ArtifactError
+    from .calibration import calibration_for
+    from .errors import ArtifactError, TargetUnavailableError
+    from .targets import get_target
 
     plat = get_platform(platform)
     chosen = _precisions(precision)[0] if precision else plat.default_precision
     if artifact is not None and not artifact.exists():
         raise ArtifactError(f"artifact {artifact} does not exist")
+    reason = get_target(plat.target).unavailable_reason()
+    if reason:
+        raise TargetUnavailableError(reason)
     prepared = pipeline.prepare_model(model, weights, num_classes, image_size)
-    class_names = _labels(labels, prepared)
+    class_names = prepared.class_names(labels)
     parity = pipeline.parity_inputs(prepared, data, progress=True)
     golden_inputs, golden_labels = _golden_inputs(prepared, data, golden)
     calibration = None
-    if needs_calibration(plat.target, chosen):
-        calibration = load_calibration(_calibration_source(calib_data, prepared), prepared, progress=True)
-    reason = get_target(plat.target).unavailable_reason()
-    if reason:
-        from .errors import TargetUnavailableError
-        raise TargetUnavailableError(reason)
+    if get_target(plat.target).needs_calibration(chosen):
+        calibration = calibration_for(prepared, calib_data, progress=True)
     with console.status(f"bundling {model} for {platform}..."):
         result = build_bundle(prepared, platform, out, golden_inputs, golden_labels, class_names, chosen,
                               artifact, calibration, parity)
@@ -268,18 +224,6 @@ def bundle(
                   "[green]pass[/]" if m["parity"]["passed"] else "[red]FAIL[/]")
     console.print(table)
     console.print(f"folder: {result.folder}\nzip:    {result.zip_path}", highlight=False)
-
-
-def _calibration_source(calib_data: str | None, prepared) -> str:
-    """--calib-data, else the reference checkpoint's own training images; else ask for it."""
-    from .calibration import DIGITS
-    from .errors import DataError
-
-    if calib_data is not None:
-        return calib_data
-    if prepared.dataset == "digits":
-        return DIGITS
-    raise DataError("int8 needs calibration images: pass --calib-data DIR (real images) or --calib-data synthetic")
 
 
 def _golden_inputs(prepared, data: Path | None, count: int):
@@ -324,17 +268,18 @@ def report(
     import shlex
     import sys
 
-    from converters import get_target
     from . import pipeline
-    from .quantization.report import Report, measure_model, tool_versions
+    from .errors import TargetUnavailableError
+    from .quantization.report import Report, measure_model
     from .reports import HEADLINE, headline_rows, write_report
+    from .targets import get_target
+    from .versions import tool_versions
 
     names = [n.strip() for n in models_arg.split(",") if n.strip()]
     target_names = [t.strip() for t in targets.split(",") if t.strip()]
     for name in target_names:
         reason = get_target(name).unavailable_reason()
         if reason:
-            from .errors import TargetUnavailableError
             raise TargetUnavailableError(reason)
     chosen = _precisions(precisions)
     prepared = [pipeline.prepare_model(n, weights) for n in names]

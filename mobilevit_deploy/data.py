@@ -172,3 +172,17 @@ def synthetic_images(count: int, size: int, pre: Preprocess, seed: int = 0) -> T
     mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
     std = torch.tensor(pre.std).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous()
+
+
+def read_labels(path: Path) -> list[str]:
+    """Class names, one per line (blank lines skipped), from a UTF-8 text file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"labels file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as e:
+        raise DataError(f"labels file {path} is not readable UTF-8 text ({type(e).__name__})") from None
+    if "\x00" in text:
+        raise DataError(f"labels file {path} is not a text file (it holds NUL bytes)")
+    return [line.strip() for line in text.splitlines() if line.strip()]

@@ -9,6 +9,12 @@ class MvDeployError(Exception):
     """Root of every error mvdeploy raises on purpose. The message is one readable line."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-blank line of an error's message, else its type name: never empty, never raises."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=1)
@@ -74,6 +80,26 @@ class DataError(MvDeployError):
 
 class TargetUnavailableError(MvDeployError):
     """A target whose toolchain is not installed or cannot run on this machine."""
+
+
+class OptionsError(MvDeployError):
+    """An option a target does not take, or a value it cannot use."""
+
+
+class CalibrationRequiredError(MvDeployError):
+    """Static quantization asked for without calibration data."""
+
+
+class ShapeMismatchError(MvDeployError, ValueError):
+    """An artifact whose inputs or outputs do not fit the PyTorch model it is checked against."""
+
+
+class RunnerStateError(MvDeployError):
+    """A runner used outside its `with` block."""
+
+
+class BundleError(MvDeployError):
+    """A bundle that cannot be written or read."""
 
 
 class ConversionError(MvDeployError):

@@ -3,6 +3,8 @@
 Writes are atomic: a converter writes into a hidden temporary folder inside the output folder, the
 parity check runs there, and only then are the artifact and its report renamed into place. A failed
 conversion leaves nothing behind.
+
+Targets are reached through the registry (`targets.get_target`), never imported: they are plugins.
 """
 from __future__ import annotations
 
@@ -16,18 +18,17 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from converters.base import Calibration, Target, check_precision, get_target
+from .calibration import UNVALIDATED_NOTE
 from .checkpoints import REFERENCE_CHECKPOINTS, ReferenceCheckpoint
-from .calibration import UNVALIDATED_NOTE, needs_calibration
-from .data import load_folder, synthetic_images
-from .errors import ArtifactError, InputSizeError, TargetUnavailableError
+from .data import load_folder, read_labels, synthetic_images
+from .errors import ArtifactError, DataError, InputSizeError, ShapeMismatchError
 from .fusion import fuse
 from .models import create_model, model_config
 from .models.weights import load_weights
 from .parity import ParityReport, compare, parity_path, tolerance_for
 from .runners.torch import TorchRunner
-from .spec import Artifact, ExportSpec, Layout, Precision, Preprocess  # noqa: F401 (ExportSpec re-exported)
-
+from .spec import Artifact, Calibration, ExportSpec, Layout, Precision, Preprocess
+from .targets import Target, get_target
 
 RANDOM = "random"               # weights="random": the seeded random init, even where a reference checkpoint exists
 
@@ -43,11 +44,30 @@ class PreparedModel:
     preprocess: Preprocess
     weights: str                # a path, "random", or "reference:<checkpoint> (...)" (see REFERENCE_CHECKPOINTS)
     labels: list[str] | None = None   # class names, when the weights come with them
-    dataset: str | None = None        # the data the weights were trained on ("digits"), for default inputs
+    reference: ReferenceCheckpoint | None = None   # the shipped checkpoint these weights are, with its own data
 
     @property
     def trained(self) -> bool:
         return self.weights != RANDOM
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, 3, self.image_size, self.image_size)
+
+    def spec(self, precision: Precision = Precision.fp32, *, layout: Layout = Layout.nchw, int8_io: bool = False,
+             converter: str | None = None, options=None) -> ExportSpec:
+        """What to ask a target for, for this model."""
+        return ExportSpec(self.name, self.image_size, precision, layout, int8_io, converter, options,
+                          self.preprocess, self.weights)
+
+    def class_names(self, labels_file: Path | None = None) -> list[str]:
+        """--labels FILE (one per line), else the weights' own labels, else class_0..class_{K-1}."""
+        if labels_file is None:
+            return list(self.labels) if self.labels else [f"class_{i}" for i in range(self.num_classes)]
+        labels = read_labels(Path(labels_file))
+        if len(labels) != self.num_classes:
+            raise DataError(f"{labels_file} has {len(labels)} labels; the model has {self.num_classes} classes")
+        return labels
 
 
 def prepare_model(name: str, weights: Path | str | None = None, num_classes: int | None = None,
@@ -81,7 +101,7 @@ def prepare_reference(reference: ReferenceCheckpoint, image_size: int | None = N
     load_weights(model, reference.path, reference.model)
     preprocess = model_config(reference.model).preprocess.with_size(size)
     return PreparedModel(reference.model, model.eval(), size, reference.num_classes, preprocess,
-                         reference.describe(), list(reference.labels), dataset="digits")
+                         reference.describe(), list(reference.labels), reference=reference)
 
 
 @dataclass
@@ -103,15 +123,15 @@ class ParityInputs:
 
 def parity_inputs(prepared: PreparedModel, data: Path | None = None, synthetic: int = 8,
                   real: int = 32, progress: bool = False) -> ParityInputs:
-    """Seeded synthetic images, plus up to `real` images from `data` when given."""
+    """Seeded synthetic images, plus up to `real` images from `data`, else from the reference
+    checkpoint's held-out test split when the weights are one."""
     images = [synthetic_images(synthetic, prepared.image_size, prepared.preprocess, seed=0)]
     loaded = None
     if data is not None:
         loaded = load_folder(Path(data), prepared.preprocess, count=real,
                              progress="reading parity images" if progress else None)
-    elif prepared.dataset == "digits" and real:      # trained weights: real held-out images by default
-        from .digits import read_digits
-        loaded = read_digits("test", prepared.preprocess).take(real)
+    elif prepared.reference is not None and real:
+        loaded = prepared.reference.read("test", prepared.preprocess, real)
     if loaded is not None:
         images.append(loaded.images)
     stacked = np.concatenate([x.numpy() for x in images]).astype(np.float32)
@@ -119,12 +139,26 @@ def parity_inputs(prepared: PreparedModel, data: Path | None = None, synthetic: 
                         loaded.source if loaded else None, loaded.skipped if loaded else 0)
 
 
+def check_fits(artifact: Artifact, prepared: PreparedModel) -> None:
+    """The artifact's input and output shapes against the model's, before anything runs."""
+    shape = artifact.inputs[0].canonical_shape
+    if shape[1:] != prepared.input_shape[1:]:
+        raise ShapeMismatchError(f"{Path(artifact.path).name} takes input {list(shape)}, the model "
+                                 f"{list(prepared.input_shape)}: pass --image-size {shape[2]}")
+    classes = int(np.prod(artifact.outputs[0].shape[1:])) if artifact.outputs else 0
+    if classes != prepared.num_classes:
+        raise ShapeMismatchError(f"{Path(artifact.path).name} has {classes} outputs, the model "
+                                 f"{prepared.num_classes}: pass --num-classes {classes}")
+
+
 def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, inputs: ParityInputs,
                    label: Path | None = None) -> ParityReport:
     """Run the artifact and the PyTorch model on the same inputs and compare. `label`: the path the
     report names (the final path when the artifact is checked in a staging folder)."""
-    reference_runner = TorchRunner(prepared.model, (1, 3, prepared.image_size, prepared.image_size))
-    reference = reference_runner.infer(inputs.images)
+    check_fits(artifact, prepared)
+    with TorchRunner(prepared.model, input_shape=prepared.input_shape) as reference_runner:
+        reference = reference_runner.infer(inputs.images)
+        reference_engine = reference_runner.engine
     tolerance = tolerance_for(target.name, artifact.precision)
     engine = target.name
     try:
@@ -133,18 +167,17 @@ def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, 
             candidate = runner.infer(inputs.images)
         metrics = compare(reference, candidate)
         failures = tolerance.failures(metrics, trained=prepared.trained)
-    except ArtifactError as e:     # a crash or a load failure is a failed check, not a dead CLI
+    except (ArtifactError, ShapeMismatchError) as e:   # a crash or a load failure is a failed check
         metrics, failures = None, [str(e)]
     notes = list(artifact.notes)
     if not prepared.trained:
         notes.append("weights are random: a weak test of quantization; prefer trained weights and --data")
-    report = ParityReport(
+    return ParityReport(
         artifact=str(label or artifact.path), target=target.name, precision=artifact.precision.value,
-        reference=f"{reference_runner.engine}, {prepared.name} unfused, {prepared.image_size}x{prepared.image_size}",
+        reference=f"{reference_engine}, {prepared.name} unfused, {prepared.image_size}x{prepared.image_size}",
         engine=engine, samples=inputs.describe(), metrics=metrics, tolerance=tolerance,
         failures=failures, weights=prepared.weights, notes=notes,
     )
-    return report
 
 
 @dataclass
@@ -167,44 +200,38 @@ def move_into_place(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def convert(prepared: PreparedModel, target_name: str, precision: Precision, out_dir: Path, *,
-            do_fuse: bool = True, check: bool = True, inputs: ParityInputs | None = None,
-            layout: Layout = Layout.nchw, int8_io: bool = False, converter: str | None = None,
-            calibration: Calibration | None = None, options: dict | None = None) -> ConvertResult:
-    target = get_target(target_name)
-    reason = target.unavailable_reason()
-    if reason:
-        raise TargetUnavailableError(reason)
-    check_precision(target, precision)
-    if converter is not None and converter not in target.converters:
-        from .errors import UnknownNameError
-        raise UnknownNameError(f"converter for target {target.name}", converter, target.converters)
+def convert(prepared: PreparedModel, target: str | Target, spec: ExportSpec, out_dir: Path, *,
+            calibration: Calibration | None = None, inputs: ParityInputs | None = None,
+            check: bool = True, do_fuse: bool = True) -> ConvertResult:
+    """Convert `prepared` as `spec` asks, check parity (unless check=False), and move the artifact
+    and its <artifact>.parity.json into `out_dir`. The spec is validated before any work."""
+    target = get_target(target) if isinstance(target, str) else target
+    spec = target.check(spec, calibration)
     fusion = fuse(prepared.model) if do_fuse else None
     export_model = fusion.model if fusion else prepared.model
-    spec = ExportSpec(prepared.name, prepared.image_size, precision, layout, int8_io, converter, options or {})
 
     out_dir = Path(out_dir)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _convert_staged(prepared, target, precision, out_dir, export_model, spec, fusion, check, inputs,
-                               calibration)
+        return _convert_staged(prepared, target, spec, out_dir, export_model,
+                               fusion.fused_pairs if fusion else 0, check, inputs, calibration)
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()                  # leave no trace of a failed first conversion
         raise
 
 
-def _convert_staged(prepared: PreparedModel, target: Target, precision: Precision, out_dir: Path,
-                    export_model: nn.Module, spec: ExportSpec, fusion, check: bool, inputs: ParityInputs | None,
+def _convert_staged(prepared: PreparedModel, target: Target, spec: ExportSpec, out_dir: Path,
+                    export_model: nn.Module, fused_pairs: int, check: bool, inputs: ParityInputs | None,
                     calibration: Calibration | None) -> ConvertResult:
-    final = out_dir / artifact_name(prepared.name, precision, target, spec.converter)
+    final = out_dir / artifact_name(prepared.name, spec.precision, target, spec.converter)
     with tempfile.TemporaryDirectory(prefix=".mvdeploy-tmp-", dir=out_dir) as tmp:
         staged = Path(tmp) / final.name
         start = time.perf_counter()
         artifact = target.convert(export_model, spec, staged, calibration)
         seconds = time.perf_counter() - start
-        if calibration is not None and calibration.synthetic and needs_calibration(target.name, precision):
+        if calibration is not None and calibration.synthetic and target.needs_calibration(spec.precision):
             artifact = replace(artifact, notes=(*artifact.notes, UNVALIDATED_NOTE))
         report = None
         if check:
@@ -215,4 +242,24 @@ def _convert_staged(prepared: PreparedModel, target: Target, precision: Precisio
             move_into_place(Path(tmp) / parity_path(final).name, parity_path(final))
         else:
             parity_path(final).unlink(missing_ok=True)     # a stale report must not vouch for a new file
-    return ConvertResult(replace(artifact, path=final), report, fusion.fused_pairs if fusion else 0, seconds)
+    return ConvertResult(replace(artifact, path=final), report, fused_pairs, seconds)
+
+
+def check_file(path: Path, model: str, weights: Path | str | None = None, num_classes: int | None = None,
+               data: Path | None = None, progress: bool = False) -> tuple[Artifact, ParityReport]:
+    """Check an existing file (possibly not made by mvdeploy) against the PyTorch model and write
+    <file>.parity.json beside it. The input size comes from the file; the classes from the file
+    unless `num_classes` says otherwise (a mismatch is a ShapeMismatchError, not a traceback)."""
+    from .targets import target_for_path
+
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"artifact {path} does not exist")
+    target = target_for_path(path)
+    artifact = target.load(path)
+    classes = num_classes or int(np.prod(artifact.outputs[0].shape[1:]))
+    prepared = prepare_model(model, weights, classes, artifact.inputs[0].image_size)
+    inputs = parity_inputs(prepared, data, progress=progress)
+    report = check_artifact(artifact, target, prepared, inputs)
+    report.write(parity_path(path))
+    return artifact, report

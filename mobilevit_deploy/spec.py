@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
 
 
 class Precision(str, enum.Enum):
@@ -24,6 +27,15 @@ class Layout(str, enum.Enum):
     nhwc = "nhwc"
 
 
+def parse_choice(enum_cls: type[enum.Enum], value: str, kind: str):
+    """A user's string as one of an Enum's values; an unknown one is an UnknownNameError with 'did you mean'."""
+    from .errors import UnknownNameError
+    try:
+        return enum_cls(value)
+    except ValueError:
+        raise UnknownNameError(kind, str(value), [e.value for e in enum_cls]) from None
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How an RGB image becomes the model's input tensor; checkpoints fix these numbers."""
@@ -40,11 +52,44 @@ class Preprocess:
         ratio = self.resize / self.crop
         return Preprocess(round(size * ratio), size, self.mean, self.std, self.color_order, self.interpolation)
 
+    def _mean_std(self, like: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """mean/std shaped to broadcast over [N, 3, H, W] (or [3, H, W])."""
+        shape = (3, 1, 1) if like.ndim == 3 else (1, 3, 1, 1)
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(shape)
+        std = np.asarray(self.std, dtype=np.float32).reshape(shape)
+        return mean, std
+
+    def normalize(self, pixels01: np.ndarray) -> np.ndarray:
+        """RGB scaled to [0, 1] -> the model's input: (x - mean) / std. Channels first."""
+        pixels01 = np.asarray(pixels01, dtype=np.float32)
+        mean, std = self._mean_std(pixels01)
+        return (pixels01 - mean) / std
+
+    def to_pixels(self, x: np.ndarray) -> np.ndarray:
+        """The model's input back to RGB pixel values 0..255 (float, unrounded): (x * std + mean) * 255."""
+        x = np.asarray(x, dtype=np.float32)
+        mean, std = self._mean_std(x)
+        return (x * std + mean) * np.float32(255.0)
+
+    def to_uint8(self, x: np.ndarray) -> np.ndarray:
+        """The model's input [3, H, W] (or [1, 3, H, W]) as an HWC uint8 RGB image, as an app would hand it over."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 4:
+            x = x[0]
+        return np.clip(np.rint(self.to_pixels(x)), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
     def to_dict(self) -> dict:
         return {
             "resize": self.resize, "crop": self.crop, "mean": list(self.mean), "std": list(self.std),
             "scale": 1 / 255, "color_order": self.color_order, "interpolation": self.interpolation,
         }
+
+
+def guess_layout(shape: tuple[int, ...]) -> Layout | None:
+    """An image input's layout from its shape: NHWC when the last axis is 3 and the second is not."""
+    if len(shape) != 4:
+        return None
+    return Layout.nhwc if shape[-1] == 3 and shape[1] != 3 else Layout.nchw
 
 
 @dataclass(frozen=True)
@@ -55,6 +100,33 @@ class TensorSpec:
     layout: Layout | None = None
     scale: float | None = None       # integer I/O only: real = (q - zero_point) * scale
     zero_point: int | None = None
+
+    @property
+    def canonical_shape(self) -> tuple[int, int, int, int]:
+        """An image tensor's shape as [N, 3, H, W], whatever layout the file uses."""
+        if len(self.shape) != 4:
+            raise ValueError(f"{self.name}: not an image tensor {self.shape}")
+        n, a, b, c = self.shape
+        return (n, c, a, b) if self.layout is Layout.nhwc else (n, a, b, c)
+
+    @property
+    def image_size(self) -> int:
+        """The square side of an image input (H of the canonical shape)."""
+        return self.canonical_shape[2]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Preprocessed images for static quantization, and where they came from (for reports)."""
+
+    batches: Iterable[Any]        # [B, 3, H, W] float32 tensors, the model's own preprocessing
+    source: str                   # a folder path, a dataset split, or "synthetic"
+    samples: int
+    skipped: int = 0              # unreadable files in the folder
+
+    @property
+    def synthetic(self) -> bool:
+        return self.source == "synthetic"
 
 
 @dataclass(frozen=True)
@@ -67,7 +139,9 @@ class ExportSpec:
     layout: Layout = Layout.nchw
     int8_io: bool = False
     converter: str | None = None            # None: the target's default converter
-    options: dict = field(default_factory=dict, compare=False, hash=False)
+    options: Any = None                     # the target's own frozen Options dataclass; None: its defaults
+    preprocess: Preprocess | None = None    # the model's preprocessing (targets that embed it or record it)
+    weights: str = ""                       # where the weights came from, for metadata the file carries
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:

@@ -9,7 +9,7 @@ import pytest
 
 from apps.bundle import build_bundle, write_zip
 from apps.verify import verify
-from converters import get_target
+from mobilevit_deploy.targets import get_target
 from mobilevit_deploy import pipeline
 
 LABELS = [f"class {i}" for i in range(10)]

@@ -7,11 +7,11 @@ strict xfails: parity catches them, and the test turns red if a converter starts
 """
 import pytest
 
-from converters import get_target
 from mobilevit_deploy import pipeline
-from mobilevit_deploy.calibration import load_calibration, needs_calibration
+from mobilevit_deploy.calibration import calibration_for
 from mobilevit_deploy.models import MODELS
 from mobilevit_deploy.spec import Precision
+from mobilevit_deploy.targets import get_target
 
 SIZE = 64
 REFERENCE = ("mobilevit_xxs", "swin_micro")
@@ -68,12 +68,12 @@ def test_matrix(name, target_name, converter, precision, prepared, tmp_path):
         pytest.skip(target.unavailable_reason())
     model = prepared(name)
     calibration = None
-    if needs_calibration(target_name, precision):
-        source = "digits" if model.dataset == "digits" else "synthetic"
-        calibration = load_calibration(source, model, samples=64)
-    options = {"ios": 18} if precision is Precision.int4 else None
-    result = pipeline.convert(model, target_name, precision, tmp_path, converter=converter,
-                              calibration=calibration, options=options,
+    if target.needs_calibration(precision):
+        source = None if model.reference is not None else "synthetic"     # the checkpoint's own train split
+        calibration = calibration_for(model, source, samples=64)
+    options = target.options(ios=18) if precision is Precision.int4 else None
+    spec = model.spec(precision, converter=converter, options=options)
+    result = pipeline.convert(model, target, spec, tmp_path, calibration=calibration,
                               inputs=pipeline.parity_inputs(model, synthetic=4, real=32))
     assert result.report.passed, result.report.failures
     assert result.artifact.path.exists() and result.artifact.precision is precision

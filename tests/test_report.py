@@ -10,11 +10,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from converters import get_target
+from mobilevit_deploy.targets import get_target
 from mobilevit_deploy import pipeline
 from mobilevit_deploy.errors import DataError
 from mobilevit_deploy.quantization.layers import analyze, layer_errors, quantize_graph
-from mobilevit_deploy.quantization.report import Report, calibration_for, measure_model, tool_versions
+from mobilevit_deploy.calibration import calibration_for
+from mobilevit_deploy.quantization.report import Report, measure_model
+from mobilevit_deploy.versions import tool_versions
 from mobilevit_deploy.reports import write_report
 
 

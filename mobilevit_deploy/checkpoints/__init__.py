@@ -35,6 +35,13 @@ class ReferenceCheckpoint:
         """The machine-readable model card."""
         return json.loads(self.path.with_suffix(".json").read_text())
 
+    def read(self, split: str, preprocess, count: int | None = None, seed: int = 0):
+        """Images of the checkpoint's own data, preprocessed: "train" for calibration, "test" (held out)
+        for parity and evaluation. Returns LoadedImages (images, labels, source)."""
+        from ..digits import read_digits
+        loaded = read_digits(split, preprocess)
+        return loaded if count is None else loaded.take(count, seed)
+
     def describe(self) -> str:
         """One line for reports: 'reference:mobilevit_xxs_digits (digits 64x64, 98.9% test)'."""
         accuracy = self.facts["evaluation"]["accuracy"]

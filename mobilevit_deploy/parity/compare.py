@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..errors import ShapeMismatchError
+
 SQNR_CAP_DB = 300.0   # identical outputs have infinite SQNR; JSON has no infinity
 
 
@@ -55,7 +57,8 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> Metrics:
     r = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
     c = np.asarray(candidate, dtype=np.float64).reshape(len(candidate), -1)
     if r.shape != c.shape:
-        raise ValueError(f"reference {r.shape} and candidate {c.shape} differ in shape")
+        raise ShapeMismatchError(f"the artifact gives {c.shape[1]} values per image, the model {r.shape[1]}"
+                                 if len(r) == len(c) else f"reference {r.shape} and candidate {c.shape} differ in shape")
     nonfinite = int(np.size(c) - np.count_nonzero(np.isfinite(c)))
     c_finite = np.where(np.isfinite(c), c, 0.0)   # metrics of the finite part; nonfinite is its own check
     err = np.abs(c_finite - r)

@@ -3,23 +3,21 @@ images, and analyse int8 layer by layer. Rendering lives in `mobilevit_deploy.re
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from converters import get_target
-from converters.base import Calibration
-from ..calibration import DIGITS, load_calibration, needs_calibration
-from ..data import LoadedImages, load_folder, list_images
+from ..calibration import calibration_for
+from ..data import LoadedImages, load_folder
 from ..errors import DataError, MvDeployError
 from ..fusion import fuse
-from ..parity import ParityReport, parity_path
+from ..parity import parity_path
 from ..pipeline import PreparedModel, artifact_name, convert, parity_inputs
 from ..runners.torch import TorchRunner
 from ..spec import Precision
+from ..targets import get_target
+from ..versions import tool_versions  # noqa: F401  (re-exported: reports record the tools)
 from .evaluate import VariantResult, accuracy, evaluate_logits, time_runner
 from .layers import LayerAnalysis, analyze
 
@@ -61,42 +59,13 @@ class Report:
         return {"command": self.command, "tools": self.tools, "models": [m.to_dict() for m in self.models]}
 
 
-def tool_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-    out = {"python": sys.version.split()[0]}
-    for package in ("mvdeploy", "torch", "numpy", "onnxruntime", "litert-torch", "ai-edge-litert", "torchao",
-                    "coremltools", "onnx2tf", "tensorflow"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "not installed"
-    return out
-
-
 def evaluation_images(prepared: PreparedModel, eval_data: Path | None, limit: int | None) -> LoadedImages:
     """--eval-data (an ImageFolder), or the reference checkpoint's own test split."""
     if eval_data is not None:
         return load_folder(Path(eval_data), prepared.preprocess, count=limit, progress="reading evaluation images")
-    if prepared.dataset == "digits":
-        from ..digits import read_digits
-        return read_digits("test", prepared.preprocess, progress="reading the digits test split").take(limit)
+    if prepared.reference is not None:
+        return prepared.reference.read("test", prepared.preprocess, limit)
     raise DataError(f"{prepared.name} has no reference data: pass --eval-data DIR (an ImageFolder tree)")
-
-
-def calibration_for(prepared: PreparedModel, calib_data: str | None, eval_data: Path | None,
-                    samples: int) -> Calibration:
-    """Calibration images that never overlap the evaluation images."""
-    if calib_data is None and prepared.dataset == "digits" and eval_data is None:
-        return load_calibration(DIGITS, prepared, samples, progress=True)       # train split vs test split
-    if calib_data is None:
-        raise DataError("int8 needs calibration images disjoint from --eval-data: pass --calib-data DIR")
-    if str(calib_data) != "synthetic" and eval_data is not None:
-        evaluated = {f.path.resolve() for f in list_images(Path(eval_data))[0]}
-        loaded = load_folder(Path(calib_data), prepared.preprocess, count=samples, exclude=evaluated,
-                             progress="reading calibration images")
-        return Calibration(tuple(torch.split(loaded.images, 16)), str(calib_data), len(loaded.images),
-                           skipped=loaded.skipped)
-    return load_calibration(calib_data, prepared, samples, progress=True)
 
 
 def _reusable(path: Path, prepared: PreparedModel) -> bool:
@@ -114,14 +83,15 @@ def measure_model(prepared: PreparedModel, targets: list[str], precisions: list[
                   on_step=lambda text: None) -> ModelReport:
     evaluation = evaluation_images(prepared, eval_data, eval_limit)
     images, labels = evaluation.images.numpy(), evaluation.labels.numpy()
-    reference_runner = TorchRunner(prepared.model, (1, 3, prepared.image_size, prepared.image_size))
-    reference = reference_runner.infer(images)
+    with TorchRunner(prepared.model, input_shape=prepared.input_shape) as reference_runner:
+        reference = reference_runner.infer(images)
+        torch_latency = time_runner(reference_runner, images[:1], repeats)
     torch_accuracy = accuracy(reference, labels)
     report = ModelReport(prepared.name, prepared.weights, prepared.image_size, evaluation.source, len(images),
-                         evaluation.skipped, None, 0, torch_accuracy, time_runner(reference_runner, images[:1], repeats))
+                         evaluation.skipped, None, 0, torch_accuracy, torch_latency)
     calibration = None
-    if any(needs_calibration(t, p) for t in targets for p in precisions):
-        calibration = calibration_for(prepared, calib_data, eval_data, calib_samples)
+    if any(get_target(t).needs_calibration(p) for t in targets for p in precisions):
+        calibration = calibration_for(prepared, calib_data, eval_data, calib_samples, progress=True)
         report.calib_source, report.calib_images = calibration.source, calibration.samples
     parity = parity_inputs(prepared, None, synthetic=8, real=0)
     for target_name in targets:
@@ -138,8 +108,8 @@ def measure_model(prepared: PreparedModel, targets: list[str], precisions: list[
                     parity_report = json.loads(parity_path(path).read_text())
                     passed, notes = parity_report["passed"], parity_report.get("notes", [])
                 else:
-                    result = convert(prepared, target_name, precision, out_dir, inputs=parity,
-                                     calibration=calibration if needs_calibration(target_name, precision) else None)
+                    result = convert(prepared, target, prepared.spec(precision), out_dir, inputs=parity,
+                                     calibration=calibration if target.needs_calibration(precision) else None)
                     artifact, passed, notes = result.artifact, result.report.passed, result.report.notes
             except MvDeployError as e:
                 report.failures.append(f"{target_name} {precision.value}: {e}")
@@ -148,7 +118,7 @@ def measure_model(prepared: PreparedModel, targets: list[str], precisions: list[
                 fp32_size = artifact.size_bytes
             with target.runner(artifact) as runner:
                 logits = runner.infer(images)
-                note = getattr(runner, "latency_unmeasurable", None)
+                note = runner.latency_unmeasurable
                 latency = (None, None) if note else time_runner(runner, images[:1], repeats)
                 engine = runner.engine
             figures = evaluate_logits(logits, labels, reference, torch_accuracy)

@@ -1,37 +1,72 @@
-"""One interface for every engine that can run a model: torch, onnxruntime, LiteRT, CoreML.
+"""One interface for every engine that can run a model: torch, onnxruntime, LiteRT, Core ML.
 
-A runner loads in `__enter__`, checks the feed in `infer()` and does the work in `_infer()`.
+Every runner is built the same way, `Runner(artifact, **engine_options)`, and used in a `with` block:
+`__enter__` loads (`_open`), `__exit__` releases (`_close`), `infer()` checks the feed and calls
+`_infer()` one sample at a time. Outside its `with` block a runner raises RunnerStateError.
+
 The feed is always the canonical layout: float32 images [N, 3, H, W], preprocessed. Each runner
 owns its own layout (NHWC for TFLite) and integer I/O, so comparisons see one layout.
 """
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, RunnerStateError
 
 
 class Runner(ABC):
     name: str = "runner"
+    # None when latency measured with this runner says something about the target's speed; else why not
+    # (e.g. Core ML on Linux runs a reference interpreter, not Apple's kernels).
+    latency_unmeasurable: str | None = None
 
-    def __init__(self, input_shape: tuple[int, int, int, int]):
+    def __init__(self, artifact: Any, *, input_shape: tuple[int, int, int, int] | None = None):
+        self.artifact = artifact
+        if input_shape is None:
+            spec = artifact.inputs[0]
+            if len(spec.shape) != 4:
+                raise ArtifactError(f"{getattr(artifact, 'path', artifact)}: expected one image input "
+                                    f"[1, 3, H, W] or [1, H, W, 3], got {spec.shape}")
+            input_shape = spec.canonical_shape
         self.input_shape = tuple(input_shape)      # canonical [1, 3, H, W]
+        self._active = False
 
     @property
     def engine(self) -> str:
         """What actually ran, with its version, for reports (e.g. 'onnxruntime 1.23.2 CPU')."""
         return self.name
 
+    # -- lifecycle ---------------------------------------------------------------------------------
+
     def __enter__(self) -> "Runner":
+        self._open()
+        self._active = True
         return self
 
     def __exit__(self, *exc) -> None:
-        return None
+        self._active = False
+        self._close()
+
+    def _open(self) -> None:
+        """Load the artifact into the engine."""
+
+    def _close(self) -> None:
+        """Release the engine; must be safe to call twice."""
+
+    def _require_active(self) -> None:
+        if not self._active:
+            raise RunnerStateError(f"the {self.name} runner is not open: use it in a `with` block "
+                                   f"(with target.runner(artifact) as runner: ...)")
+
+    # -- work --------------------------------------------------------------------------------------
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         """[N, 3, H, W] float32 -> [N, K] float32, one sample at a time (artifacts have batch 1)."""
+        self._require_active()
         images = np.asarray(images)
         expected = self.input_shape[1:]
         if images.ndim != 4 or tuple(images.shape[1:]) != tuple(expected):
@@ -40,6 +75,20 @@ class Runner(ABC):
             )
         images = images.astype(np.float32, copy=False)
         return np.concatenate([np.asarray(self._infer(images[i:i + 1]), dtype=np.float32) for i in range(len(images))])
+
+    def time_inference(self, image: np.ndarray, repeats: int, warmup: int = 3) -> list[float]:
+        """Milliseconds of single-image inferences after `warmup` untimed ones. Runners that can time
+        closer to the engine (LiteRT inside its worker) override this."""
+        self._require_active()
+        x = np.ascontiguousarray(np.asarray(image, dtype=np.float32)[:1])
+        for _ in range(warmup):
+            self._infer(x)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            self._infer(x)
+            times.append((time.perf_counter() - start) * 1e3)
+        return times
 
     @abstractmethod
     def _infer(self, x: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The reference: the PyTorch model itself, in eval mode, float32."""
+"""The reference: the PyTorch model itself, in eval mode, float32. Its "artifact" is the module."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +11,12 @@ from .base import Runner
 class TorchRunner(Runner):
     name = "torch"
 
-    def __init__(self, model: nn.Module, input_shape: tuple[int, int, int, int]):
-        super().__init__(input_shape)
-        self.model = model.eval()
+    def __init__(self, artifact: nn.Module, *, input_shape: tuple[int, int, int, int]):
+        super().__init__(artifact.eval(), input_shape=input_shape)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.artifact
 
     @property
     def engine(self) -> str:

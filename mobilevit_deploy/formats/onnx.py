@@ -1,0 +1,28 @@
+"""The .onnx format: read a file's image input and outputs as TensorSpecs (no weights loaded)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ArtifactError, first_line
+from ..spec import TensorSpec, guess_layout
+
+
+def _spec_of(value, is_input: bool) -> TensorSpec:
+    dims = tuple(d.dim_value or 1 for d in value.type.tensor_type.shape.dim)
+    return TensorSpec(value.name, dims, "float32", guess_layout(dims) if is_input else None)
+
+
+def read_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """(inputs, outputs) of an ONNX graph: one image input [1, 3, H, W] or [1, H, W, 3] is required."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as e:
+        raise ArtifactError(f"cannot read ONNX file {path}: {first_line(e)}") from None
+    initializers = {i.name for i in graph.initializer}
+    inputs = [_spec_of(i, True) for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise ArtifactError(f"{path}: expected one image input [1, 3, H, W] or [1, H, W, 3], "
+                            f"found {[t.shape for t in inputs]}")
+    return tuple(inputs), tuple(_spec_of(o, False) for o in graph.output)

@@ -1,0 +1,42 @@
+"""onnxruntime on the CPU: runs .onnx files; NHWC inputs get the canonical NCHW feed transposed."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ArtifactError, first_line
+from ..spec import Artifact, Layout
+from .base import Runner
+
+
+class OnnxRuntimeRunner(Runner):
+    name = "onnxruntime"
+
+    def __init__(self, artifact: Artifact, *, threads: int = 2):
+        super().__init__(artifact)
+        self.threads = threads
+        self.session = None
+
+    @property
+    def engine(self) -> str:
+        import onnxruntime
+        return f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
+
+    def _open(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.artifact.path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ArtifactError(f"onnxruntime cannot load {self.artifact.path}: {first_line(e)}") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _close(self) -> None:
+        self.session = None
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        if self.artifact.inputs[0].layout is Layout.nhwc:
+            x = x.transpose(0, 2, 3, 1)
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]

@@ -1,0 +1,190 @@
+"""The Target contract, the one validation every target shares, and the registry of targets.
+
+A target (onnx, tflite, coreml, ...) turns a PyTorch model into a file for one runtime. Targets live
+outside the core, in the `converters` packages (or any other installed package): they are found
+through the entry-point group `mvdeploy.targets` declared in a package's pyproject.toml, so the core
+reaches them through this registry and never imports them. A third-party package adds a target by
+declaring `[project.entry-points."mvdeploy.targets"] name = "package.module:TARGET"`.
+
+Each target declares a frozen `Options` dataclass (its own flags, with defaults); `options(**given)`
+builds one and refuses names the target does not take. `check(spec, calibration)` validates a
+conversion once, before any work: availability, precision, converter, options, I/O, calibration.
+"""
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from torch import nn
+
+from .errors import (CalibrationRequiredError, ConversionError, OptionsError, TargetUnavailableError,
+                     UnknownNameError, UnknownTargetError, did_you_mean, first_line)
+from .runners.base import Runner
+from .spec import Artifact, Calibration, ExportSpec, Precision
+
+ENTRY_POINT_GROUP = "mvdeploy.targets"
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """A target with no options of its own."""
+
+
+@runtime_checkable
+class Target(Protocol):
+    name: str                              # "onnx"
+    suffix: str                            # ".onnx"
+    precisions: tuple[Precision, ...]      # what convert() accepts
+    converters: tuple[str, ...]            # the first one is the default
+    Options: type                          # a frozen dataclass of this target's own options
+
+    def unavailable_reason(self) -> str | None:
+        """None when this target can convert here; else one line saying what is missing."""
+
+    def options(self, **given) -> object:
+        """This target's Options from keyword values; unknown names are an OptionsError."""
+
+    def needs_calibration(self, precision: Precision) -> bool:
+        """True when converting at `precision` runs calibration images through the model."""
+
+    def check(self, spec: ExportSpec, calibration: Calibration | None = None, *,
+              will_calibrate: bool = False) -> ExportSpec:
+        """Validate a conversion before any work; returns the spec with its Options filled in.
+        `will_calibrate`: the caller loads calibration images after this check (do not ask for them yet)."""
+
+    def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
+                calibration: Calibration | None = None) -> Artifact:
+        """Write `out_path` (a file, or a directory for .mlpackage) and describe it."""
+
+    def load(self, path: Path, precision: Precision | None = None) -> Artifact:
+        """Describe an existing artifact (possibly not made by mvdeploy) from the file itself;
+        `precision` overrides what the file suggests."""
+
+    def runner(self, artifact: Artifact, **engine_options) -> Runner:
+        """A runner for this artifact on this machine (canonical NCHW float32 feed)."""
+
+
+class BaseTarget:
+    """What every target shares: options handling and the one pre-flight check.
+
+    Subclasses set the class attributes, implement convert/load/runner, and may add their own
+    rules in `_check` (called last, with the Options already built)."""
+
+    name: str = ""
+    suffix: str = ""
+    precisions: tuple[Precision, ...] = ()
+    converters: tuple[str, ...] = ()
+    Options: type = NoOptions
+    calibrated: tuple[Precision, ...] = ()      # precisions that run calibration images through the model
+    int8_io_precisions: tuple[Precision, ...] = ()
+
+    def unavailable_reason(self) -> str | None:
+        return None
+
+    def options(self, **given) -> object:
+        known = {f.name for f in dataclasses.fields(self.Options)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            takes = f"it takes: {', '.join(sorted(known))}" if known else "it takes none"
+            raise OptionsError(f"target {self.name} has no option {', '.join(repr(u) for u in unknown)} ({takes})")
+        try:
+            return self.Options(**given)
+        except (TypeError, ValueError) as e:
+            raise OptionsError(f"target {self.name}: {e}") from None
+
+    def needs_calibration(self, precision: Precision) -> bool:
+        return precision in self.calibrated
+
+    def check(self, spec: ExportSpec, calibration: Calibration | None = None, *,
+              will_calibrate: bool = False) -> ExportSpec:
+        reason = self.unavailable_reason()
+        if reason:
+            raise TargetUnavailableError(reason)
+        if spec.precision not in self.precisions:
+            raise UnknownNameError(f"precision for target {self.name}", spec.precision.value,
+                                   [p.value for p in self.precisions])
+        if spec.converter is not None and spec.converter not in self.converters:
+            raise UnknownNameError(f"converter for target {self.name}", spec.converter, self.converters)
+        options = spec.options
+        if options is None:
+            options = self.Options()
+        elif isinstance(options, dict):
+            options = self.options(**options)
+        elif not isinstance(options, self.Options):
+            raise OptionsError(f"target {self.name} takes {self.Options.__name__}, "
+                               f"not {type(options).__name__}")
+        if spec.int8_io and spec.precision not in self.int8_io_precisions:
+            raise ConversionError(f"int8 I/O needs int8 precision on {self.name} "
+                                  f"(asked for {spec.precision.value} with int8 I/O)")
+        if self.needs_calibration(spec.precision) and calibration is None and not will_calibrate:
+            raise CalibrationRequiredError(
+                f"{self.name} {spec.precision.value} is static quantization and needs calibration images: "
+                "pass --calib-data DIR (preprocessed like the model's input) or --calib-data synthetic")
+        spec = dataclasses.replace(spec, options=options)
+        self._check(spec, calibration)
+        return spec
+
+    def _check(self, spec: ExportSpec, calibration: Calibration | None) -> None:
+        """Target-specific rules; spec.options is this target's Options."""
+
+    def runner(self, artifact: Artifact, **engine_options) -> Runner:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<target {self.name}>"
+
+
+class BrokenTarget(BaseTarget):
+    """A registered target whose module failed to import: listed, never run, and it says why."""
+
+    def __init__(self, name: str, error: BaseException):
+        self.name, self.error = name, error
+
+    def unavailable_reason(self) -> str | None:
+        return f"target {self.name} failed to load: {type(self.error).__name__}: {first_line(self.error)}"
+
+
+@lru_cache(maxsize=1)
+def registry() -> dict[str, Target]:
+    """Every installed target, by name. A plugin that fails to import does not take the others down."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, Target] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            target = entry.load()
+        except Exception as e:
+            target = BrokenTarget(entry.name, e)
+        found[target.name] = target
+    if not found:
+        raise TargetUnavailableError(f"no targets are registered (entry-point group {ENTRY_POINT_GROUP}); "
+                                     "run make install")
+    return found
+
+
+def get_target(name: str) -> Target:
+    targets = registry()
+    try:
+        return targets[name]
+    except KeyError:
+        raise UnknownTargetError(name, targets) from None
+
+
+def target_for_path(path: Path) -> Target:
+    """The target whose suffix the artifact has (for `mvdeploy check`)."""
+    suffix = Path(path).suffix
+    for target in registry().values():
+        if target.suffix == suffix:
+            return target
+    raise UnknownNameError("artifact suffix", suffix or "(none)", [t.suffix for t in registry().values()])
+
+
+def target_option_names() -> dict[str, set[str]]:
+    """Which target takes which option: for messages that name the right target."""
+    return {t.name: {f.name for f in dataclasses.fields(t.Options)} for t in registry().values()}
+
+
+__all__ = ["Target", "BaseTarget", "NoOptions", "registry", "get_target", "target_for_path",
+           "target_option_names", "did_you_mean", "ENTRY_POINT_GROUP"]

@@ -1,0 +1,141 @@
+"""The house rules, checked: layers point one way and no module imports itself back through others.
+
+The core (`mobilevit_deploy`) never imports `converters` or `apps` (targets are plugins found through
+entry points); `converters` never imports `apps`; the CLI (`mobilevit_deploy/cli.py`) is the one
+composition root allowed to reach every layer. Imports inside functions count too.
+"""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("mobilevit_deploy", "converters", "apps")
+COMPOSITION_ROOT = "mobilevit_deploy.cli"
+# layer -> the top-level packages it may not import
+FORBIDDEN = {"mobilevit_deploy": {"converters", "apps"}, "converters": {"apps"}, "apps": set()}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join(parts)] = path
+    return found
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Modules of ours that `name` imports, anywhere in the file, resolved to module names."""
+    is_package = path.name == "__init__.py"
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[:len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            candidates = [f"{module}.{alias.name}" for alias in node.names] + [module]
+        else:
+            continue
+        for candidate in candidates:
+            parts = candidate.split(".")
+            while parts and ".".join(parts) not in known:
+                parts.pop()
+            if parts and parts[0] in PACKAGES:
+                out.add(".".join(parts))
+                if not isinstance(node, ast.ImportFrom):
+                    continue
+                break                       # `from m import x`: x itself when it is a module, else m
+    out.discard(name)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: _imports(name, path, known) for name, path in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    assert _cycles(_graph()) == []
+
+
+def _wrong_arrows(graph: dict[str, set[str]]) -> list[str]:
+    wrong = []
+    for module, imported in sorted(graph.items()):
+        if module == COMPOSITION_ROOT:
+            continue
+        layer = module.split(".")[0]
+        wrong += [f"{module} -> {other}" for other in sorted(imported) if other.split(".")[0] in FORBIDDEN[layer]]
+    return wrong
+
+
+def test_layers_point_one_way():
+    assert _wrong_arrows(_graph()) == []
+
+
+def test_the_checker_sees_a_cycle_and_a_wrong_arrow():
+    """Negative control: the checks above fail on a graph that has what they forbid, and the
+    resolver really follows relative, absolute and in-function imports."""
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _wrong_arrows({"mobilevit_deploy.pipeline": {"converters.onnx"}, "converters.onnx": {"apps.bundle"},
+                          COMPOSITION_ROOT: {"apps.bundle"}}) == [
+        "converters.onnx -> apps.bundle", "mobilevit_deploy.pipeline -> converters.onnx"]
+    graph = _graph()
+    assert "mobilevit_deploy.targets" in graph["mobilevit_deploy.pipeline"]          # relative
+    assert "mobilevit_deploy.targets" in graph["converters.onnx"]                    # absolute
+    assert "apps.bundle" in graph[COMPOSITION_ROOT]                                  # inside a function
+
+
+def test_targets_come_from_entry_points():
+    from mobilevit_deploy.targets import registry
+    assert {"onnx", "tflite", "coreml"} <= set(registry())
+
+
+def test_import_and_help_stay_light():
+    """`import mobilevit_deploy` pulls in neither torch nor any converter toolchain."""
+    code = ("import sys, mobilevit_deploy as m; print(m.__version__); "
+            "print(sorted(k for k in ('torch', 'tensorflow', 'coremltools', 'onnx', 'converters') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] and out[0] != "0+unknown"
+    assert out[1] == "[]"
