@@ -139,3 +139,28 @@ def test_import_and_help_stay_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] and out[0] != "0+unknown"
     assert out[1] == "[]"
+
+
+def test_readme_python_api_example_runs_as_written(tmp_path):
+    """The README's Python API block, run as a user would paste it (in a fresh folder)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Python API"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "parity passed: True" in result.stdout
+    assert "refused: target onnx has no option 'ios'" in result.stdout
+    assert (tmp_path / "mvdeploy-out" / "api" / "mobilevit_xxs-fp32.onnx.parity.json").is_file()
+
+
+def test_api_strict_check_raises_parity_error(tmp_path):
+    """Negative control: a file made from other weights fails; strict=True turns that into ParityError."""
+    import mobilevit_deploy as mvd
+
+    result = mvd.convert("mobilevit_xxs", target="onnx", weights="random", num_classes=10, image_size=64,
+                         out=tmp_path)
+    assert result.report.passed                                   # random weights against themselves
+    assert not mvd.check(result.artifact.path, model="mobilevit_xxs").passed   # vs the digits checkpoint
+    with pytest.raises(mvd.ParityError, match="parity failed"):
+        mvd.check(result.artifact.path, model="mobilevit_xxs", strict=True)

@@ -106,3 +106,22 @@ def test_num_classes_rebuilds_head(cli, tmp_path):
 def test_help_without_args(cli):
     result = cli()
     assert "convert" in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_with_the_wrong_class_count_is_one_line(cli, tmp_path):
+    """A 10-class file checked as a 5-class model: a shape mismatch named in one line, no traceback,
+    no parity.json vouching for anything."""
+    out = tmp_path / "out"
+    assert cli("convert", "--target", "onnx", "--out", out).returncode == 0     # the digits checkpoint: 10 classes
+    (out / "mobilevit_xxs-fp32.onnx.parity.json").unlink()
+    result = cli("check", out / "mobilevit_xxs-fp32.onnx", "--model", "mobilevit_xxs", "--num-classes", "5")
+    _assert_clean_failure(result, "has 10 outputs, the model 5")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (out / "mobilevit_xxs-fp32.onnx.parity.json").exists()
+
+
+def test_foreign_target_option_is_refused_before_any_work(cli, tmp_path):
+    out = tmp_path / "out"
+    _assert_clean_failure(cli("convert", "--target", "tflite", "--ios", "16", "--out", out),
+                          "target tflite has no option 'ios'")
+    assert not out.exists()
