@@ -87,7 +87,7 @@ class BaseTarget:
         known = {f.name for f in dataclasses.fields(self.Options)}
         unknown = sorted(set(given) - known)
         if unknown:
-            takes = f"it takes: {', '.join(sorted(known))}" if known else "it takes none"
+            takes = did_you_mean(unknown[0], known) if known else "it takes none"
             raise OptionsError(f"target {self.name} has no option {', '.join(repr(u) for u in unknown)} ({takes})")
         try:
             return self.Options(**given)
@@ -116,6 +116,8 @@ class BaseTarget:
             raise OptionsError(f"target {self.name} takes {self.Options.__name__}, "
                                f"not {type(options).__name__}")
         if spec.int8_io and spec.precision not in self.int8_io_precisions:
+            if not self.int8_io_precisions:
+                raise ConversionError(f"{self.name}: int8 model I/O is not supported; inputs and outputs are float32")
             raise ConversionError(f"int8 I/O needs int8 precision on {self.name} "
                                   f"(asked for {spec.precision.value} with int8 I/O)")
         if self.needs_calibration(spec.precision) and calibration is None and not will_calibrate:

@@ -15,14 +15,16 @@ import torch
 
 ct = pytest.importorskip("coremltools", reason="coremltools is not installed")
 
-from converters import get_target  # noqa: E402
-from converters.base import Calibration, CalibrationRequiredError, Target  # noqa: E402
 from converters.coreml import TARGET  # noqa: E402
-from mobilevit_deploy.errors import ConversionError, TargetUnavailableError, UnknownNameError  # noqa: E402
-from mobilevit_deploy.mil import Interpreter, load_program, load_spec  # noqa: E402
+from mobilevit_deploy.errors import (  # noqa: E402
+    CalibrationRequiredError, ConversionError, OptionsError, TargetUnavailableError, UnknownNameError,
+)
+from mobilevit_deploy.formats.mlpackage import load_spec  # noqa: E402
+from mobilevit_deploy.mil import Interpreter, load_program  # noqa: E402
 from mobilevit_deploy.parity import compare, tolerance_for  # noqa: E402
 from mobilevit_deploy.runners.coreml import CoreMLRunner  # noqa: E402
-from mobilevit_deploy.spec import ExportSpec, Layout, Precision, Preprocess  # noqa: E402
+from mobilevit_deploy.spec import Calibration, ExportSpec, Layout, Precision, Preprocess  # noqa: E402
+from mobilevit_deploy.targets import Target, get_target  # noqa: E402
 from test_mil import SIZE, convert, reference, toy_images, toy_net  # noqa: E402  (the toy lives with the interpreter tests)
 
 IMAGENET = Preprocess(resize=36, crop=SIZE, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -43,7 +45,7 @@ EVIDENCE = {
 def spec_for(precision: Precision, **options) -> ExportSpec:
     options.setdefault("ios", 18 if precision is Precision.int4 else 17)
     options.setdefault("weight_threshold", THRESHOLD)
-    return ExportSpec("toy", SIZE, precision, options=options)
+    return ExportSpec("toy", SIZE, precision, options=TARGET.options(**options))
 
 
 def synthetic_calibration() -> Calibration:
@@ -114,7 +116,7 @@ def test_only_conv_and_linear_weights_are_compressed(tmp_path):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = SharedZeros().eval()
-    spec = ExportSpec("shared", 8, Precision.int8, options={"weight_threshold": 0})
+    spec = ExportSpec("shared", 8, Precision.int8, options=TARGET.options(weight_threshold=0))
     artifact = TARGET.convert(model, spec, tmp_path / "shared.mlpackage")
     program = load_program(artifact.path)
     compressed = {out.name for op in program.ops if op.type.startswith("constexpr_") for out in op.outputs}
@@ -146,7 +148,7 @@ def test_same_model_gives_byte_identical_packages(toy, converted, tmp_path):
 
 
 def test_export_converter_matches_pytorch(toy, tmp_path):
-    spec = ExportSpec("toy", SIZE, Precision.fp32, converter="export", options={"ios": 18})
+    spec = ExportSpec("toy", SIZE, Precision.fp32, converter="export", options=TARGET.options(ios=18))
     artifact = TARGET.convert(toy, spec, tmp_path / "toy.mlpackage")
     x = toy_images(2)
     metrics = compare(reference(toy, x), run(artifact, x))
@@ -170,9 +172,9 @@ def test_w8a8_needs_calibration_and_ios17(toy, tmp_path):
 
 
 @pytest.mark.parametrize("spec, error, message", [
-    (ExportSpec("toy", SIZE, options={"ios": 15}), ConversionError, "ios 15"),
-    (ExportSpec("toy", SIZE, options={"image_inputs": True}), UnknownNameError, "did you mean 'image_input'"),
-    (ExportSpec("toy", SIZE, options={"image_input": True}), ConversionError, "preprocess"),
+    (ExportSpec("toy", SIZE, options={"ios": 15}), OptionsError, "ios 15"),
+    (ExportSpec("toy", SIZE, options={"image_inputs": True}), OptionsError, "did you mean 'image_input'"),
+    (ExportSpec("toy", SIZE, options={"image_input": True}), OptionsError, "preprocess"),
     (ExportSpec("toy", SIZE, layout=Layout.nhwc), ConversionError, "nchw"),
     (ExportSpec("toy", SIZE, int8_io=True), ConversionError, "int8 model I/O"),
     (ExportSpec("toy", SIZE, converter="onnx2coreml"), UnknownNameError, "known: export, trace"),
@@ -273,7 +275,7 @@ def test_runner_says_what_ran(converted):
 @pytest.mark.skipif(sys.platform == "darwin", reason="macOS has the real runtime")
 def test_apple_runtime_off_macos_is_a_clear_error(converted):
     with pytest.raises(TargetUnavailableError, match="macOS"):
-        with CoreMLRunner(converted[Precision.fp32].path, use_apple_runtime=True):
+        with CoreMLRunner(converted[Precision.fp32], use_apple_runtime=True):
             pass
 
 
@@ -293,10 +295,11 @@ def test_runner_checks_the_feed(converted):
 def test_real_models_pass_parity(name, precision, tmp_path):
     """Through the pipeline (fusion, conversion, parity report) with the shipped reference weights."""
     from mobilevit_deploy import pipeline
-    from mobilevit_deploy.calibration import load_calibration
+    from mobilevit_deploy.calibration import calibration_for
 
     prepared = pipeline.prepare_model(name, image_size=64)
-    calibration = load_calibration("digits", prepared, samples=32) if precision is Precision.w8a8 else None
-    options = {"ios": 18 if precision is Precision.int4 else 17}
-    result = pipeline.convert(prepared, "coreml", precision, tmp_path, calibration=calibration, options=options)
+    calibration = calibration_for(prepared, None, samples=32) if precision is Precision.w8a8 else None
+    options = TARGET.options(ios=18 if precision is Precision.int4 else 17)
+    result = pipeline.convert(prepared, "coreml", prepared.spec(precision, options=options), tmp_path,
+                              calibration=calibration)
     assert result.report.passed, result.report.failures

@@ -329,7 +329,7 @@ def test_blob_reader_matches_coremltools_reader(bases, tmp_path):
     base.save(str(tmp_path / "base.mlpackage"))
     _compress("int4", base).save(str(tmp_path / "int4.mlpackage"))
     _compress("palettize6", base).save(str(tmp_path / "pal6.mlpackage"))
-    from mobilevit_deploy.mil.program import load_spec
+    from mobilevit_deploy.formats.mlpackage import iter_ops, load_spec
 
     read = {"FLOAT16": "read_fp16_data", "INT4": "read_int4_data", "UINT6": "read_uint6_data"}
     checked = set()
@@ -337,8 +337,7 @@ def test_blob_reader_matches_coremltools_reader(bases, tmp_path):
         path = tmp_path / f"{package}.mlpackage"
         blob_path = path / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
         ours, theirs = BlobFile(blob_path), reader_module._BlobStorageReader(str(blob_path))
-        main = load_spec(path).mlProgram.functions["main"]
-        values = [v for op in main.block_specializations[main.opset].operations for v in _stored_values(op)]
+        values = [v for op in iter_ops(load_spec(path)) for v in _stored_values(op)]
         for value in values:
             dtype = ct.proto.MIL_pb2.DataType.Name(value.type.tensorType.dataType)
             if dtype not in read:

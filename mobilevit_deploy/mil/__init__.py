@@ -9,6 +9,6 @@ not model Apple's GPU / Neural Engine kernels. Unknown ops fail before anything 
 """
 from .interpreter import Interpreter, unsupported_ops
 from .ops import OPS
-from .program import Program, load_program, load_spec
+from .program import Program, load_program
 
-__all__ = ["Interpreter", "OPS", "Program", "load_program", "load_spec", "unsupported_ops"]
+__all__ = ["Interpreter", "OPS", "Program", "load_program", "unsupported_ops"]

@@ -18,10 +18,6 @@ from .program import Op, Program, ValueType, load_program
 CONSTANT_OPS = {"const"}
 
 
-def is_constant_op(op: Op) -> bool:
-    return op.type in CONSTANT_OPS or op.type.startswith("constexpr_")
-
-
 def unsupported_ops(program: Program, ops: dict = OPS) -> dict[str, str]:
     """Op types the interpreter cannot run -> the name of the first op of that type."""
     missing: dict[str, str] = {}

@@ -1,43 +1,20 @@
 """An ML Program read back from a saved .mlpackage, as plain Python objects.
 
-Only the saved files are read: `Manifest.json`, the model spec protobuf (`model.mlmodel`) and the
-weight blob(s). Nothing is taken from the converter's in-memory program, so what the interpreter
-runs is exactly what was written to disk.
+Only the saved files are read: the model spec protobuf (found and parsed by
+`mobilevit_deploy.formats.mlpackage`) and the weight blob(s). Nothing is taken from the converter's
+in-memory program, so what the interpreter runs is exactly what was written to disk.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ArtifactError
+from ..formats.mlpackage import DTYPES, SUB_BYTE_BITS, dtype_name, load_spec, model_files
 from .blob import BlobFile, unpack_bits
 
-# MIL DataType name -> (short name used in MIL text, numpy dtype or None for non-numeric)
-DTYPES: dict[str, tuple[str, type | None]] = {
-    "BOOL": ("bool", np.bool_),
-    "STRING": ("string", None),
-    "FLOAT16": ("fp16", np.float16),
-    "FLOAT32": ("fp32", np.float32),
-    "FLOAT64": ("fp64", np.float64),
-    "INT8": ("int8", np.int8),
-    "INT16": ("int16", np.int16),
-    "INT32": ("int32", np.int32),
-    "INT64": ("int64", np.int64),
-    "INT4": ("int4", np.int8),
-    "UINT8": ("uint8", np.uint8),
-    "UINT16": ("uint16", np.uint16),
-    "UINT32": ("uint32", np.uint32),
-    "UINT64": ("uint64", np.uint64),
-    "UINT4": ("uint4", np.uint8),
-    "UINT2": ("uint2", np.uint8),
-    "UINT1": ("uint1", np.uint8),
-    "UINT6": ("uint6", np.uint8),
-    "UINT3": ("uint3", np.uint8),
-}
-SUB_BYTE_BITS = {"int4": 4, "uint4": 4, "uint2": 2, "uint1": 1, "uint6": 6, "uint3": 3}
 NUMPY_BY_NAME = {short: np_dtype for short, np_dtype in DTYPES.values() if np_dtype is not None}
 
 
@@ -107,19 +84,10 @@ def _value_type(proto) -> ValueType:
     kind = proto.WhichOneof("type")
     if kind == "tensorType":
         t = proto.tensorType
-        name = _dtype_name(t.dataType)
+        name = dtype_name(t.dataType)
         dims = tuple(d.constant.size if d.WhichOneof("dimension") == "constant" else None for d in t.dimensions)
         return ValueType("tensor", name, dims)
     return ValueType({"listType": "list", "dictionaryType": "dict", "tupleType": "tuple"}.get(kind, kind or "none"))
-
-
-def _dtype_name(code: int) -> str:
-    from coremltools.proto import MIL_pb2
-
-    name = MIL_pb2.DataType.Name(code)
-    if name not in DTYPES:
-        raise ArtifactError(f"unsupported MIL data type {name}")
-    return DTYPES[name][0]
 
 
 class _ValueReader:
@@ -179,36 +147,6 @@ def _shaped(flat: np.ndarray, vtype: ValueType, where: str) -> np.ndarray:
     return flat.astype(vtype.numpy, copy=False).reshape(shape)
 
 
-def model_files(package: Path) -> tuple[Path, Path]:
-    """(model spec file, weights directory) of a .mlpackage, found through its Manifest.json."""
-    package = Path(package)
-    manifest_path = package / "Manifest.json"
-    if not manifest_path.is_file():
-        raise ArtifactError(f"{package} is not an .mlpackage (no Manifest.json)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        root = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"]
-    except (ValueError, KeyError) as e:
-        raise ArtifactError(f"{manifest_path}: unreadable manifest ({e})") from None
-    spec_path = package / "Data" / root
-    if not spec_path.is_file():
-        raise ArtifactError(f"{package}: the manifest names {root}, which is missing")
-    return spec_path, spec_path.parent / "weights"
-
-
-def load_spec(package: Path):
-    """The Model protobuf of a saved .mlpackage."""
-    from coremltools.proto import Model_pb2
-
-    spec_path, _ = model_files(package)
-    spec = Model_pb2.Model()
-    try:
-        spec.ParseFromString(spec_path.read_bytes())
-    except Exception as e:                       # protobuf's DecodeError has no stable import path
-        raise ArtifactError(f"{spec_path}: not a Core ML model spec ({e})") from None
-    return spec
-
-
 def load_program(package: Path) -> Program:
     """Read the `main` function of the ML Program saved at `package`, with every constant materialized."""
     package = Path(package)
@@ -239,62 +177,3 @@ def _op(proto, reader: _ValueReader) -> Op:
     attributes = {key: reader.read(value) for key, value in proto.attributes.items()}
     name = attributes.get("name") or (outputs[0].name if outputs else proto.type)
     return Op(proto.type, str(name), inputs, outputs, attributes, has_blocks=len(proto.blocks) > 0)
-
-
-def classifier_labels(spec) -> list | None:
-    """The class labels of a classifier ML Program (the `classes` of its classify op), else None.
-
-    Reads only the spec (no weight blob), so describing an artifact stays cheap.
-    """
-    if spec.WhichOneof("Type") != "mlProgram" or "main" not in spec.mlProgram.functions:
-        return None
-    main = spec.mlProgram.functions["main"]
-    ops = list(main.block_specializations[main.opset].operations)
-    producers = {out.name: op for op in ops for out in op.outputs}
-    reader = _ValueReader(Path("."))
-    for op in ops:
-        if op.type != "classify":
-            continue
-        binding = op.inputs["classes"].arguments[0]
-        if binding.WhichOneof("binding") == "value":
-            classes = reader.read(binding.value)
-        else:
-            classes = reader.read(producers[binding.name].attributes["val"])
-        return [c if isinstance(c, str) else int(np.asarray(c)) for c in classes]
-    return None
-
-
-def op_types(spec) -> dict[str, set[str]]:
-    """Op type -> the dtypes its outputs declare, read from the spec alone (no weights)."""
-    if spec.WhichOneof("Type") != "mlProgram" or "main" not in spec.mlProgram.functions:
-        return {}
-    main = spec.mlProgram.functions["main"]
-    found: dict[str, set[str]] = {}
-    for op in main.block_specializations[main.opset].operations:
-        dtypes = found.setdefault(op.type, set())
-        for out in op.outputs:
-            if out.type.WhichOneof("type") == "tensorType":
-                dtypes.add(_dtype_name(out.type.tensorType.dataType))
-    return found
-
-
-def palette_bits(spec) -> set[int]:
-    """Bit widths of the palettized (constexpr_lut_to_dense) weights, from the spec alone."""
-    if spec.WhichOneof("Type") != "mlProgram" or "main" not in spec.mlProgram.functions:
-        return set()
-    main = spec.mlProgram.functions["main"]
-    ops = list(main.block_specializations[main.opset].operations)
-    out_types = {out.name: out.type for op in ops for out in op.outputs}
-    bits = set()
-    for op in ops:
-        if op.type != "constexpr_lut_to_dense":
-            continue
-        if "lut" in op.attributes:                       # iOS 16 form: flat LUT of 2**nbits entries
-            size = int(np.prod([d.constant.size for d in op.attributes["lut"].type.tensorType.dimensions]))
-            bits.add(int(round(np.log2(size))))
-        else:                                            # iOS 18 form: indices typed uint<nbits>
-            binding = op.inputs["indices"].arguments[0]
-            vtype = out_types.get(binding.name) if binding.WhichOneof("binding") == "name" else binding.value.type
-            name = _dtype_name(vtype.tensorType.dataType) if vtype is not None else ""
-            bits.add(SUB_BYTE_BITS.get(name, 8))
-    return bits

@@ -6,12 +6,11 @@ That checks the converted graph and its weights; it does not check Apple's CPU/G
 kernels, and `engine` says so.
 
 The feed is the canonical one (float32 [1, 3, H, W], preprocessed). An image input gets it turned
-back into pixels (x * std + mean) * 255 with the mean/std mvdeploy stored in the model's metadata;
+back into pixels (Preprocess.to_pixels) with the mean/std mvdeploy stored in the model's metadata;
 a classifier returns its float `logits` output when it has one, else its probabilities in label order.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Callable
@@ -19,12 +18,13 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ArtifactError, TargetUnavailableError
+from ..formats.mlpackage import PREPROCESS_KEY, classifier_labels, is_image_input, load_spec, stored_preprocess
 from .base import Runner
 
 COMPUTE_UNITS = ("cpu_only", "all")
-PREPROCESS_KEY = "mvdeploy.preprocess"
 INTERPRETER_ENGINE = ("mvdeploy MIL reference interpreter (numpy; fp16 ops rounded to fp16): checks the converted "
                       "graph and weights, not Apple's CPU/GPU/Neural Engine kernels")
+NOT_A_PHONE = "not measurable here (no Core ML runtime off macOS; the reference interpreter is not a phone)"
 
 
 class _AppleRuntime:
@@ -71,36 +71,26 @@ def _pil_image(pixels: np.ndarray):
 
 
 class CoreMLRunner(Runner):
+    """engine options: compute_units ("all" | "cpu_only", Apple's runtime only); use_apple_runtime
+    (default: on macOS) to force one backend."""
+
     name = "coreml"
 
-    def __init__(self, path: Path, input_shape: tuple[int, int, int, int] | None = None,
-                 compute_units: str = "all", use_apple_runtime: bool | None = None):
-        from ..mil.program import load_spec
-
+    def __init__(self, artifact, *, compute_units: str = "all", use_apple_runtime: bool | None = None):
         if compute_units not in COMPUTE_UNITS:
             raise ArtifactError(f"compute units '{compute_units}' (known: {', '.join(COMPUTE_UNITS)})")
-        self.path = Path(path)
+        self.path = Path(artifact.path)
+        if len(artifact.inputs) != 1:
+            raise ArtifactError(f"{self.path.name}: {len(artifact.inputs)} inputs; the runner feeds exactly one image tensor")
+        super().__init__(artifact)
+        self.input_name = artifact.inputs[0].name
         self.compute_units = compute_units
         self.use_apple_runtime = sys.platform == "darwin" if use_apple_runtime is None else use_apple_runtime
-        self.spec = load_spec(self.path)
-        inputs = list(self.spec.description.input)
-        if len(inputs) != 1:
-            raise ArtifactError(f"{self.path.name}: {len(inputs)} inputs; the runner feeds exactly one image tensor")
-        self.input = inputs[0]
-        self.image_input = self.input.type.WhichOneof("Type") == "imageType"
-        super().__init__(input_shape or self._input_shape())
+        self.latency_unmeasurable = None if self.use_apple_runtime else NOT_A_PHONE
+        self.image_input = False
         self._backend = None
         self._to_model: Callable[[np.ndarray], object] | None = None
         self._from_model: Callable[[dict], np.ndarray] | None = None
-
-    def _input_shape(self) -> tuple[int, int, int, int]:
-        if self.image_input:
-            image = self.input.type.imageType
-            return (1, 3, int(image.height), int(image.width))
-        shape = tuple(int(d) for d in self.input.type.multiArrayType.shape)
-        if len(shape) != 4:
-            raise ArtifactError(f"{self.path.name}: input '{self.input.name}' has shape {list(shape)}, not [1, 3, H, W]")
-        return shape
 
     @property
     def engine(self) -> str:
@@ -110,63 +100,43 @@ class CoreMLRunner(Runner):
             return f"{self._backend.engine}; image input fed as {self._backend.takes_pixels_as}"
         return self._backend.engine
 
-    @property
-    def latency_unmeasurable(self) -> str | None:
-        """Why a timing of this runner says nothing about a phone, or None when it does."""
-        if self.use_apple_runtime:
-            return None
-        return "not measurable here (no Core ML runtime off macOS; the reference interpreter is not a phone)"
-
-    def __enter__(self) -> "CoreMLRunner":
+    def _open(self) -> None:
         if self.use_apple_runtime and sys.platform != "darwin":
             raise TargetUnavailableError("the Core ML runtime runs only on macOS; use the reference interpreter here")
+        spec = load_spec(self.path)
+        self.image_input = is_image_input(spec.description.input[0])
         backend = _AppleRuntime if self.use_apple_runtime else _ReferenceInterpreter
         self._backend = backend(self.path, self.compute_units)
-        self._to_model = self._feed_adapter()
-        self._from_model = self._output_adapter()
-        return self
+        self._to_model = self._feed_adapter(spec)
+        self._from_model = self._output_adapter(spec)
 
-    def __exit__(self, *exc) -> None:
+    def _close(self) -> None:
         self._backend = None
 
-    def _feed_adapter(self) -> Callable[[np.ndarray], object]:
+    def _feed_adapter(self, spec) -> Callable[[np.ndarray], object]:
         if not self.image_input:
             return lambda x: x
-        metadata = dict(self.spec.description.metadata.userDefined)
-        if PREPROCESS_KEY not in metadata:
+        preprocess = stored_preprocess(spec, self.input_shape[2])
+        if preprocess is None:
             raise ArtifactError(
                 f"{self.path.name}: image input without '{PREPROCESS_KEY}' metadata, so the canonical "
                 "(normalized) feed cannot be mapped back to pixels"
             )
-        preprocess = json.loads(metadata[PREPROCESS_KEY])
-        mean = np.asarray(preprocess["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(preprocess["std"], dtype=np.float32).reshape(1, -1, 1, 1)
-        to_pixels = lambda x: (x * std + mean) * np.float32(255.0)  # noqa: E731
-        return (lambda x: _pil_image(to_pixels(x))) if self.use_apple_runtime else to_pixels
+        return (lambda x: _pil_image(preprocess.to_pixels(x))) if self.use_apple_runtime else preprocess.to_pixels
 
-    def _output_adapter(self) -> Callable[[dict], np.ndarray]:
-        from ..mil.program import classifier_labels
-
-        outputs = list(self.spec.description.output)
+    def _output_adapter(self, spec) -> Callable[[dict], np.ndarray]:
+        outputs = list(spec.description.output)
         arrays = [o.name for o in outputs if o.type.WhichOneof("Type") == "multiArrayType"]
         if arrays:
             name = arrays[0]
             return lambda result: np.asarray(result[name], dtype=np.float32).reshape(1, -1)
         probabilities = [o.name for o in outputs if o.type.WhichOneof("Type") == "dictionaryType"]
-        labels = classifier_labels(self.spec)
+        labels = classifier_labels(spec)
         if not probabilities or labels is None:
             raise ArtifactError(f"{self.path.name}: no float tensor output and no classifier probabilities")
         name = probabilities[0]
         return lambda result: np.asarray([[result[name][label] for label in labels]], dtype=np.float32)
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        if self._backend is None:
-            raise ArtifactError("CoreMLRunner used outside its `with` block")
-        result = self._backend.predict({self.input.name: self._to_model(x)})
+        result = self._backend.predict({self.input_name: self._to_model(x)})
         return self._from_model(result)
-
-    def run_all(self, x: np.ndarray, keep="all") -> dict:
-        """Every intermediate tensor of the reference interpreter for one canonical [1, 3, H, W] feed."""
-        if not isinstance(self._backend, _ReferenceInterpreter):
-            raise ArtifactError("intermediate tensors are available from the reference interpreter only")
-        return self._backend.interpreter.run({self.input.name: self._to_model(x)}, keep=keep)

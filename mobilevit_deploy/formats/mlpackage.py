@@ -1,0 +1,261 @@
+"""The .mlpackage format: find its files, read its spec, describe it, and rewrite its manifest.
+
+Everything here reads the model spec protobuf alone (no weight blob), so describing a package stays
+cheap; the weights are read only by the reference interpreter (`mobilevit_deploy.mil`), which takes
+the files from here. coremltools is imported for its protobuf classes only, inside the functions.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import ArtifactError
+from ..spec import Layout, Precision, Preprocess, TensorSpec
+
+META_PREFIX = "mvdeploy."                        # keys mvdeploy itself writes into user_defined_metadata
+PRECISION_KEY = f"{META_PREFIX}precision"
+CONVERTER_KEY = f"{META_PREFIX}converter"
+PREPROCESS_KEY = f"{META_PREFIX}preprocess"      # {"mean": [3], "std": [3], ...} of an image input
+
+# MIL DataType name -> (short name used in MIL text, numpy dtype or None for non-numeric)
+DTYPES: dict[str, tuple[str, type | None]] = {
+    "BOOL": ("bool", np.bool_),
+    "STRING": ("string", None),
+    "FLOAT16": ("fp16", np.float16),
+    "FLOAT32": ("fp32", np.float32),
+    "FLOAT64": ("fp64", np.float64),
+    "INT8": ("int8", np.int8),
+    "INT16": ("int16", np.int16),
+    "INT32": ("int32", np.int32),
+    "INT64": ("int64", np.int64),
+    "INT4": ("int4", np.int8),
+    "UINT8": ("uint8", np.uint8),
+    "UINT16": ("uint16", np.uint16),
+    "UINT32": ("uint32", np.uint32),
+    "UINT64": ("uint64", np.uint64),
+    "UINT4": ("uint4", np.uint8),
+    "UINT2": ("uint2", np.uint8),
+    "UINT1": ("uint1", np.uint8),
+    "UINT6": ("uint6", np.uint8),
+    "UINT3": ("uint3", np.uint8),
+}
+SUB_BYTE_BITS = {"int4": 4, "uint4": 4, "uint2": 2, "uint1": 1, "uint6": 6, "uint3": 3}
+
+# Core ML feature ArrayDataType code -> dtype name
+ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32", 131080: "int8"}
+
+
+# ---------------------------------------------------------------- files and spec
+
+def model_files(package: Path) -> tuple[Path, Path]:
+    """(model spec file, weights directory) of a .mlpackage, found through its Manifest.json."""
+    package = Path(package)
+    manifest_path = package / "Manifest.json"
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{package} is not an .mlpackage (no Manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        root = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"]
+    except (ValueError, KeyError) as e:
+        raise ArtifactError(f"{manifest_path}: unreadable manifest ({e})") from None
+    spec_path = package / "Data" / root
+    if not spec_path.is_file():
+        raise ArtifactError(f"{package}: the manifest names {root}, which is missing")
+    return spec_path, spec_path.parent / "weights"
+
+
+def load_spec(package: Path):
+    """The Model protobuf of a saved .mlpackage."""
+    from coremltools.proto import Model_pb2
+
+    spec_path, _ = model_files(package)
+    spec = Model_pb2.Model()
+    try:
+        spec.ParseFromString(spec_path.read_bytes())
+    except Exception as e:                       # protobuf's DecodeError has no stable import path
+        raise ArtifactError(f"{spec_path}: not a Core ML model spec ({e})") from None
+    return spec
+
+
+def reproducible_manifest(package: Path) -> None:
+    """Replace the random item identifiers coremltools writes into Manifest.json with ids derived
+    from each item's path. Why: everything else in a package is a function of the model, so the
+    same model then gives byte-identical packages (bundles are checksummed and compared)."""
+    manifest_path = Path(package) / "Manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entries = manifest["itemInfoEntries"]
+    new_ids = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, f"mvdeploy:{item['path']}"))
+               for old, item in entries.items()}
+    manifest["itemInfoEntries"] = {new_ids[old]: item for old, item in entries.items()}
+    manifest["rootModelIdentifier"] = new_ids[manifest["rootModelIdentifier"]]
+    manifest_path.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------- the ML Program's ops
+
+def dtype_name(code: int) -> str:
+    """A MIL DataType code -> its short name ("fp16", "int4", ...)."""
+    from coremltools.proto import MIL_pb2
+
+    name = MIL_pb2.DataType.Name(code)
+    if name not in DTYPES:
+        raise ArtifactError(f"unsupported MIL data type {name}")
+    return DTYPES[name][0]
+
+
+def iter_ops(spec) -> Iterator:
+    """The operation protos of the ML Program's `main` function; none for another kind of model."""
+    if spec.WhichOneof("Type") != "mlProgram" or "main" not in spec.mlProgram.functions:
+        return iter(())
+    main = spec.mlProgram.functions["main"]
+    return iter(main.block_specializations[main.opset].operations)
+
+
+def op_types(spec) -> dict[str, set[str]]:
+    """Op type -> the dtypes its outputs declare."""
+    found: dict[str, set[str]] = {}
+    for op in iter_ops(spec):
+        dtypes = found.setdefault(op.type, set())
+        for out in op.outputs:
+            if out.type.WhichOneof("type") == "tensorType":
+                dtypes.add(dtype_name(out.type.tensorType.dataType))
+    return found
+
+
+def palette_bits(spec) -> set[int]:
+    """Bit widths of the palettized (constexpr_lut_to_dense) weights."""
+    ops = list(iter_ops(spec))
+    out_types = {out.name: out.type for op in ops for out in op.outputs}
+    bits = set()
+    for op in ops:
+        if op.type != "constexpr_lut_to_dense":
+            continue
+        if "lut" in op.attributes:                       # iOS 16 form: flat LUT of 2**nbits entries
+            size = int(np.prod([d.constant.size for d in op.attributes["lut"].type.tensorType.dimensions]))
+            bits.add(int(round(np.log2(size))))
+        else:                                            # iOS 18 form: indices typed uint<nbits>
+            binding = op.inputs["indices"].arguments[0]
+            vtype = out_types.get(binding.name) if binding.WhichOneof("binding") == "name" else binding.value.type
+            name = dtype_name(vtype.tensorType.dataType) if vtype is not None else ""
+            bits.add(SUB_BYTE_BITS.get(name, 8))
+    return bits
+
+
+def _immediate_list(value) -> list:
+    """An inline value (a tensor, or a list of scalars, of strings or integers) as a flat Python list."""
+    if value.immediateValue.WhichOneof("value") == "list":
+        return [item for element in value.immediateValue.list.values for item in _immediate_list(element)]
+    tensor = value.immediateValue.tensor
+    which = tensor.WhichOneof("value")
+    if which == "strings":
+        return list(tensor.strings.values)
+    return [int(v) for v in getattr(tensor, which).values] if which else []
+
+
+def classifier_labels(spec) -> list | None:
+    """The class labels of a classifier ML Program (the `classes` of its classify op), else None."""
+    ops = list(iter_ops(spec))
+    producers = {out.name: op for op in ops for out in op.outputs}
+    for op in ops:
+        if op.type != "classify":
+            continue
+        binding = op.inputs["classes"].arguments[0]
+        if binding.WhichOneof("binding") == "value":
+            return _immediate_list(binding.value)
+        return _immediate_list(producers[binding.name].attributes["val"])
+    return None
+
+
+# ---------------------------------------------------------------- describing inputs and outputs
+
+def _feature_spec(feature, labels: list | None) -> TensorSpec:
+    kind = feature.type.WhichOneof("Type")
+    if kind == "multiArrayType":
+        array = feature.type.multiArrayType
+        shape = tuple(int(d) for d in array.shape)
+        layout = Layout.nchw if len(shape) == 4 else None
+        return TensorSpec(feature.name, shape, ARRAY_DTYPES.get(array.dataType, str(array.dataType)), layout)
+    if kind == "imageType":
+        image = feature.type.imageType
+        channels = 1 if image.colorSpace == 10 else 3          # GRAYSCALE = 10
+        return TensorSpec(feature.name, (1, channels, int(image.height), int(image.width)), "uint8", Layout.nchw)
+    if kind == "dictionaryType":
+        return TensorSpec(feature.name, (1, len(labels or ())), "float32")
+    return TensorSpec(feature.name, (), kind or "unknown")
+
+
+def describe_inputs(spec) -> tuple[TensorSpec, ...]:
+    return tuple(_feature_spec(f, None) for f in spec.description.input)
+
+
+def describe_outputs(spec) -> tuple[TensorSpec, ...]:
+    """Float outputs first (what runners return), then a classifier's probabilities; labels dropped."""
+    labels = classifier_labels(spec)
+    described = [_feature_spec(f, labels) for f in spec.description.output]
+    arrays = [d for d, f in zip(described, spec.description.output) if f.type.WhichOneof("Type") == "multiArrayType"]
+    dicts = [d for d, f in zip(described, spec.description.output) if f.type.WhichOneof("Type") == "dictionaryType"]
+    if not arrays and not dicts:
+        raise ArtifactError("the model has no tensor or probability output")
+    return tuple(arrays + dicts)
+
+
+def is_image_input(feature) -> bool:
+    """Whether an input feature is a Core ML image (pixels) rather than a multi-array."""
+    return feature.type.WhichOneof("Type") == "imageType"
+
+
+# ---------------------------------------------------------------- metadata mvdeploy writes
+
+def stored_metadata(spec) -> dict[str, str]:
+    """The user_defined_metadata of a package (mvdeploy's own keys start with META_PREFIX)."""
+    return dict(spec.description.metadata.userDefined)
+
+
+def preprocess_from(values: dict, size: int) -> Preprocess:
+    """A stored or given preprocess dict (a full Preprocess.to_dict(), or only mean and std) as a
+    Preprocess; resize and crop default to the input size."""
+    return Preprocess(int(values.get("resize", size)), int(values.get("crop", size)),
+                      tuple(values["mean"]), tuple(values["std"]))
+
+
+def stored_preprocess(spec, size: int) -> Preprocess | None:
+    """The preprocessing mvdeploy stored for an image input (PREPROCESS_KEY), or None."""
+    metadata = stored_metadata(spec)
+    return preprocess_from(json.loads(metadata[PREPROCESS_KEY]), size) if PREPROCESS_KEY in metadata else None
+
+
+# ---------------------------------------------------------------- precision of any package
+
+PRECISION_RULES: tuple[tuple[Callable[[dict], bool], Precision], ...] = (
+    (lambda f: "quantize" in f["ops"], Precision.w8a8),
+    (lambda f: 6 in f["palette_bits"], Precision.palettize6),
+    (lambda f: 4 in f["palette_bits"], Precision.palettize4),
+    (lambda f: "int4" in f["dtypes"] or "uint4" in f["dtypes"], Precision.int4),
+    (lambda f: bool({"constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"} & f["ops"]), Precision.int8),
+    (lambda f: "fp16" in f["dtypes"], Precision.fp16),
+)
+
+
+def infer_precision(spec) -> Precision:
+    """The precision of a package mvdeploy did not write, from the ops and dtypes it declares.
+
+    Palettes of other bit widths (1, 2, 3, 8) have no Precision of their own; such a package
+    reports fp16 weights-wise and the first rule that fits.
+    """
+    ops = op_types(spec)
+    facts = {"ops": set(ops), "dtypes": set().union(*ops.values()) if ops else set(),
+             "palette_bits": palette_bits(spec)}
+    for rule, precision in PRECISION_RULES:
+        if rule(facts):
+            return precision
+    return Precision.fp32
+
+
+def written_precision(spec) -> Precision:
+    """The precision mvdeploy wrote into the package's metadata, else the one its ops suggest."""
+    written = stored_metadata(spec).get(PRECISION_KEY)
+    return Precision(written) if written in {p.value for p in Precision} else infer_precision(spec)
