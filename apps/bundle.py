@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from mobilevit_deploy.errors import BundleError, UnknownNameError
-from mobilevit_deploy.pipeline import ParityInputs, PreparedModel, check_artifact, convert, move_into_place
+from mobilevit_deploy.outputs import ensure_folder, move_into_place, staging
+from mobilevit_deploy.pipeline import ParityInputs, PreparedModel, check_artifact, convert
 from mobilevit_deploy.spec import Artifact, Calibration, Layout, Precision, Preprocess
 from mobilevit_deploy.targets import get_target
 from mobilevit_deploy.versions import tool_versions
@@ -156,9 +156,9 @@ def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, gol
     if len(labels) != prepared.num_classes:
         raise BundleError(f"{len(labels)} labels for a model with {prepared.num_classes} classes")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out_dir)
     name = f"{prepared.name}-{platform.name}"
-    with tempfile.TemporaryDirectory(prefix=".mvdeploy-tmp-", dir=out_dir) as tmp:
+    with staging(out_dir) as tmp:
         stage = Path(tmp) / name
         (stage / "model").mkdir(parents=True)
         options = dict(platform.options)

@@ -6,7 +6,7 @@ readable line.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 SCHEMA_VERSION = 1
 MANIFEST = "bundle.json"
@@ -76,9 +76,37 @@ def schema_failures(manifest: dict) -> list[str]:
                 ok = False
                 break
             node = node[part]
-        if ok and not isinstance(node, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if ok and (not isinstance(node, kind) or (isinstance(node, bool) and bool not in kinds)):
             name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
             failures.append(f"bundle.json: field '{path}' should be {name}, is {type(node).__name__}")
     if not failures and manifest["schema_version"] != SCHEMA_VERSION:
         failures.append(f"bundle.json: schema_version {manifest['schema_version']} is not {SCHEMA_VERSION}")
+    if not failures:
+        failures += [f"bundle.json: {where} '{value}' {problem}" for where, value in _paths(manifest)
+                     for problem in [_path_problem(value)] if problem]
     return failures
+
+
+def _paths(manifest: dict) -> list[tuple[str, object]]:
+    """Every field that names a file inside the bundle."""
+    found = [("model.file", manifest["model"]["file"]), ("labels", manifest["labels"])]
+    for i, case in enumerate(manifest["golden"]["cases"]):
+        if not isinstance(case, dict):
+            found.append((f"golden.cases[{i}]", case))
+            continue
+        found += [(f"golden.cases[{i}].{key}", case.get(key)) for key in ("image", "input", "expected")]
+    found += [(f"files key", rel) for rel in manifest["files"]]
+    return found
+
+
+def _path_problem(value) -> str | None:
+    """Why a manifest path is not a safe relative path inside the bundle (None when it is)."""
+    if not isinstance(value, str) or not value:
+        return "is not a relative path"
+    path = PurePosixPath(value.replace("\\", "/"))
+    if path.is_absolute() or ":" in path.parts[0]:
+        return "is an absolute path: bundle paths must be relative"
+    if ".." in path.parts:
+        return "points outside the bundle ('..')"
+    return None

@@ -8,12 +8,13 @@ import json
 import stat
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from mobilevit_deploy.errors import MvDeployError
+from mobilevit_deploy.errors import MvDeployError, first_line
 from mobilevit_deploy.parity import compare
 from mobilevit_deploy.spec import Layout, Precision
 from mobilevit_deploy.targets import get_target
@@ -33,10 +34,29 @@ class Verification:
         return not self.failures
 
 
+# A bundle holds one model (swin_tiny fp32 is 115 MB) and small files; model bytes barely compress.
+MAX_UNCOMPRESSED_BYTES = 2 << 30
+MAX_RATIO = 100                      # uncompressed / compressed over the whole zip (zeros compress ~1000x)
+SUPPORTED_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
 def unsafe_zip_entries(zf: zipfile.ZipFile) -> list[str]:
-    """Entries that could write outside the extraction folder: absolute paths, '..', links."""
+    """Entries that could write outside the extraction folder (absolute paths, '..', links), or that
+    cannot be extracted safely (encrypted, unknown compression, a zip bomb), found before extracting."""
     bad = []
-    for info in zf.infolist():
+    infos = zf.infolist()
+    total = sum(i.file_size for i in infos)
+    packed = max(1, sum(i.compress_size for i in infos))
+    if total > MAX_UNCOMPRESSED_BYTES:
+        bad.append(f"the zip would expand to {total / 1e9:.1f} GB (a bundle holds at most {MAX_UNCOMPRESSED_BYTES / 1e9:.1f} GB)")
+    elif total > (16 << 20) and total / packed > MAX_RATIO:
+        bad.append(f"the zip expands {total / packed:.0f}x ({packed:,} -> {total:,} bytes): refused as a zip bomb")
+    for info in infos:
+        if info.flag_bits & 0x1:
+            bad.append(f"zip entry '{info.filename}' is encrypted")
+        if info.compress_type not in SUPPORTED_COMPRESSION:
+            bad.append(f"zip entry '{info.filename}' uses compression method {info.compress_type}, "
+                       "which bundles never use")
         path = PurePosixPath(info.filename.replace("\\", "/"))
         if path.is_absolute() or info.filename.startswith(("/", "\\")) or ":" in path.parts[0]:
             bad.append(f"zip entry '{info.filename}' has an absolute path")
@@ -96,6 +116,8 @@ def verify_folder(root: Path, result: Verification) -> Verification:
             result.failures.append(f"missing file {rel}")
         elif sha256(root / rel) != digest:
             result.failures.append(f"checksum mismatch: {rel}")
+    if manifest["model"]["file"] not in listed:
+        result.failures.append(f"bundle.json: model.file '{manifest['model']['file']}' is not among the checksummed files")
     for rel in sorted(present - set(listed)):
         result.failures.append(f"file not listed in bundle.json: {rel}")
     links = [p for p in root.rglob("*") if p.is_symlink()]
@@ -107,6 +129,8 @@ def verify_folder(root: Path, result: Verification) -> Verification:
         _golden(root, manifest, result)
     except MvDeployError as e:
         result.failures.append(f"golden self-test could not run: {e}")
+    except (ValueError, OSError, KeyError, TypeError) as e:      # golden files that do not fit the manifest
+        result.failures.append(f"golden self-test could not run: {type(e).__name__}: {first_line(e)}")
     return result
 
 
@@ -120,7 +144,7 @@ def verify(bundle: Path) -> Verification:
         return result
     try:
         zf = zipfile.ZipFile(bundle)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, OSError, ValueError):
         result.failures.append(f"{bundle} is neither a bundle folder nor a zip")
         return result
     with zf, tempfile.TemporaryDirectory(prefix="mvdeploy-verify-") as tmp:
@@ -129,7 +153,11 @@ def verify(bundle: Path) -> Verification:
             result.failures.extend(unsafe)
             return result                     # never extract an unsafe zip
         result.checked.append("zip paths")
-        zf.extractall(tmp)
+        try:
+            zf.extractall(tmp)
+        except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError, zlib.error) as e:
+            result.failures.append(f"{bundle} cannot be extracted: {first_line(e)}")   # e.g. a bad CRC-32
+            return result
         tops = {PurePosixPath(n).parts[0] for n in zf.namelist()}
         root = Path(tmp)
         if len(tops) == 1 and (root / next(iter(tops))).is_dir():     # the zip holds one bundle folder

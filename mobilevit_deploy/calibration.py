@@ -23,8 +23,8 @@ UNVALIDATED_NOTE = ("int8 calibrated on synthetic images: its accuracy on real d
                     "pass --calib-data DIR with real images")
 
 
-def _batched(images: torch.Tensor, source: str, skipped: int = 0) -> Calibration:
-    return Calibration(tuple(torch.split(images, BATCH)), source, len(images), skipped=skipped)
+def _batched(images: torch.Tensor, source: str, skipped: int = 0, files: tuple = ()) -> Calibration:
+    return Calibration(tuple(torch.split(images, BATCH)), source, len(images), skipped=skipped, files=files)
 
 
 def calibration_for(prepared, calib_data: str | Path | None = None, eval_data: Path | None = None,
@@ -46,5 +46,5 @@ def calibration_for(prepared, calib_data: str | Path | None = None, eval_data: P
     exclude = {f.path.resolve() for f in list_images(Path(eval_data))[0]} if eval_data is not None else None
     loaded = load_folder(Path(calib_data), prepared.preprocess, count=samples, seed=seed, exclude=exclude,
                          progress="reading calibration images" if progress else None)
-    return _batched(loaded.images, str(calib_data), loaded.skipped)
+    return _batched(loaded.images, str(calib_data), loaded.skipped, loaded.files)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -76,9 +77,13 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
 
 
 def _precisions(text: str):
+    from .errors import InvalidValueError
     from .spec import Precision, parse_choice
 
-    return [parse_choice(Precision, item, "precision") for item in (p.strip() for p in text.split(",")) if item]
+    chosen = [parse_choice(Precision, item, "precision") for item in (p.strip() for p in text.split(",")) if item]
+    if not chosen:
+        raise InvalidValueError(f"no precision given in {text!r} (known: {', '.join(p.value for p in Precision)})")
+    return list(dict.fromkeys(chosen))
 
 
 def _target_options(target, ios: int | None, image_input: bool, labels_file: Path | None, prepared):
@@ -113,21 +118,25 @@ def convert(
     """Convert a model for a target, check parity against PyTorch, write <model>-<precision><suffix>."""
     from . import pipeline
     from .calibration import calibration_for
+    from .errors import at_least
+    from .outputs import check_folder
     from .spec import Layout, parse_choice
     from .targets import get_target
 
     chosen = get_target(target)
     precisions = _precisions(precision)
     layout_value = parse_choice(Layout, layout, "layout")
+    at_least(calib_samples, 1, "--calib-samples")
+    out_dir = out or Path("mvdeploy-out") / model
+    check_folder(out_dir)
     prepared = pipeline.prepare_model(model, weights, num_classes, image_size)
     options = _target_options(chosen, ios, image_input, labels, prepared)
     specs = [chosen.check(prepared.spec(p, layout=layout_value, int8_io=int8_io, converter=converter,
                                         options=options), will_calibrate=True) for p in precisions]
-    out_dir = out or Path("mvdeploy-out") / model
-    inputs = None if no_check else pipeline.parity_inputs(prepared, data, progress=True)
     calibration = None
     if any(chosen.needs_calibration(p) for p in precisions):
         calibration = calibration_for(prepared, calib_data, samples=calib_samples, progress=True)
+    inputs = None if no_check else pipeline.parity_inputs(prepared, data, progress=True, calibration=calibration)
     table = _parity_table()
     failed = []
     for spec in specs:
@@ -195,9 +204,12 @@ def bundle(
     from apps.bundle import build_bundle, get_platform
     from . import pipeline
     from .calibration import calibration_for
-    from .errors import ArtifactError, TargetUnavailableError
+    from .errors import ArtifactError, TargetUnavailableError, at_least
+    from .outputs import check_folder
     from .targets import get_target
 
+    at_least(golden, 1, "--golden")
+    check_folder(out)
     plat = get_platform(platform)
     chosen = _precisions(precision)[0] if precision else plat.default_precision
     if artifact is not None and not artifact.exists():
@@ -269,19 +281,29 @@ def report(
     import sys
 
     from . import pipeline
-    from .errors import TargetUnavailableError
+    from .errors import InvalidValueError, TargetUnavailableError, at_least
+    from .outputs import check_folder
     from .quantization.report import Report, measure_model
     from .reports import HEADLINE, headline_rows, write_report
     from .targets import get_target
     from .versions import tool_versions
 
     names = [n.strip() for n in models_arg.split(",") if n.strip()]
-    target_names = [t.strip() for t in targets.split(",") if t.strip()]
+    target_names = list(dict.fromkeys(t.strip() for t in targets.split(",") if t.strip()))
+    at_least(eval_limit, 1, "--eval-limit")
+    at_least(repeats, 1, "--repeats")
+    if not names or not target_names:
+        raise InvalidValueError("nothing to report: name at least one model and one target")
+    check_folder(out)
     for name in target_names:
         reason = get_target(name).unavailable_reason()
         if reason:
             raise TargetUnavailableError(reason)
     chosen = _precisions(precisions)
+    pairs = [(t, p.value) for t in target_names for p in chosen if p in get_target(t).precisions]
+    if not pairs:
+        raise InvalidValueError(f"nothing to report: none of the targets {', '.join(target_names)} takes "
+                                f"{', '.join(p.value for p in chosen)}")
     prepared = [pipeline.prepare_model(n, weights) for n in names]
     results = []
     for p in prepared:
@@ -303,13 +325,71 @@ def report(
     console.print("written: " + ", ".join(str(f) for f in files.values()), highlight=False)
 
 
+def _verbose() -> bool:
+    return os.environ.get("MVDEPLOY_VERBOSE", "") not in ("", "0")
+
+
+@app.callback()
+def _options(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="let libraries' warnings and logs through; full tracebacks")] = False) -> None:
+    """MobileViT and Swin from PyTorch to phones, with proof of parity."""
+    if verbose:
+        os.environ["MVDEPLOY_VERBOSE"] = "1"
+
+
 def main() -> None:
-    """Entry point: library errors become one readable line and exit code 1."""
-    try:
-        app()      # standalone: Typer/Click handle --help, usage errors and typer.Exit themselves
-    except MvDeployError as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
-        raise SystemExit(1)
+    """Entry point: library errors become one readable line and exit code 1; signals stop the run
+    (exit 128+N) with its staging folders removed; nothing is left in the temporary folder."""
+    import sys
+
+    from .errors import first_line
+    from .guard import Stopped, private_tempdir, quiet_libraries, stop_on_signals
+
+    verbose = _verbose() or any(a in ("-v", "--verbose") for a in sys.argv[1:2])
+    quiet_libraries(verbose)
+    code = 0
+    with private_tempdir(), stop_on_signals() as received:
+        try:
+            app()      # standalone: Typer/Click handle --help, usage errors (exit 2) and typer.Exit themselves
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except MvDeployError as e:
+            code = 1
+            err_console.print(f"[red]error:[/] {_escape(str(e) or type(e).__name__)}", highlight=False, soft_wrap=True)
+        except Stopped as e:
+            code = e.exit_code
+            err_console.print(f"stopped by {e}: nothing was written", highlight=False, soft_wrap=True)
+        except KeyboardInterrupt:
+            code = 130
+            err_console.print("interrupted: nothing was written", highlight=False, soft_wrap=True)
+        except BrokenPipeError:                          # `mvdeploy models | head`: end quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            code = 0
+        except OSError as e:                             # the file system said no: one line, which path, why
+            code = 1
+            where = f": {_shown(e.filename)}" if e.filename else ""
+            err_console.print(f"[red]error:[/] {_escape(e.strerror or first_line(e))}{where}", highlight=False,
+                              soft_wrap=True)
+        except Exception as e:                           # a bug of ours: still one line, the traceback on -v
+            code = 1
+            if verbose:
+                raise
+            err_console.print(f"[red]error:[/] unexpected {type(e).__name__}: {_escape(first_line(e))} "
+                              "(a bug in mvdeploy; run with --verbose for the traceback)", highlight=False, soft_wrap=True)
+        if received and code == 0:                      # a library swallowed the stop: it is still a stop
+            code = 128 + received[0]
+    raise SystemExit(code)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+    return escape(text)
+
+
+def _shown(path) -> str:
+    """A path as text that any terminal can print (undecodable bytes shown as U+FFFD)."""
+    text = os.fsdecode(path) if isinstance(path, bytes) else str(path)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 if __name__ == "__main__":

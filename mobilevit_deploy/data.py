@@ -90,7 +90,7 @@ class ImageDataset(Dataset):
         try:
             with Image.open(f.path) as image:
                 x = preprocess_image(image, self.pre)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
             return None
         return x, (-1 if f.label is None else f.label)
 
@@ -115,6 +115,7 @@ class LoadedImages:
     source: str
     classes: list[str] = field(default_factory=list)
     skipped: int = 0               # unreadable files
+    files: tuple[Path, ...] = ()   # the files sampled (resolved), when read from a folder
 
     def take(self, count: int | None, seed: int = 0) -> "LoadedImages":
         """A deterministic sample of `count` images (all when count is None or large enough)."""
@@ -135,7 +136,7 @@ def load_folder(root: Path, pre: Preprocess, count: int | None = None, seed: int
     images, labels, skipped = read_dataset(ImageDataset(files, pre), batch_size, progress)
     if not len(images):
         raise DataError(f"none of the {len(files)} image files in {root} could be read")
-    return LoadedImages(images, labels, str(root), classes, skipped)
+    return LoadedImages(images, labels, str(root), classes, skipped, tuple(f.path.resolve() for f in files))
 
 
 def read_dataset(dataset: Dataset, batch_size: int = 32, progress: str | None = None) -> tuple[Tensor, Tensor, int]:

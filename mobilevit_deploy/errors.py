@@ -82,6 +82,14 @@ class TargetUnavailableError(MvDeployError):
     """A target whose toolchain is not installed or cannot run on this machine."""
 
 
+class InvalidValueError(MvDeployError):
+    """A number or value outside what makes sense (a negative count, zero repeats)."""
+
+
+class OutputError(MvDeployError):
+    """An output location that cannot be written (a file where a folder should be, read-only, full)."""
+
+
 class OptionsError(MvDeployError):
     """An option a target does not take, or a value it cannot use."""
 
@@ -117,3 +125,9 @@ class ParityError(MvDeployError):
         self.report = report
         first = report.failures[0] if report.failures else "parity failed"
         super().__init__(f"parity failed for {report.artifact}: {first}")
+
+
+def at_least(value: int | None, minimum: int, flag: str) -> None:
+    """Refuse a count below `minimum` (None passes: the option was not given)."""
+    if value is not None and value < minimum:
+        raise InvalidValueError(f"{flag} must be at least {minimum}; got {value}")

@@ -8,9 +8,6 @@ Targets are reached through the registry (`targets.get_target`), never imported:
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,11 +22,13 @@ from .errors import ArtifactError, DataError, InputSizeError, ShapeMismatchError
 from .fusion import fuse
 from .models import create_model, model_config
 from .models.weights import load_weights
+from .outputs import ensure_folder, move_into_place, staging  # noqa: F401 (move_into_place: apps use it)
 from .parity import ParityReport, compare, parity_path, tolerance_for
 from .runners.torch import TorchRunner
 from .spec import Artifact, Calibration, ExportSpec, Layout, Precision, Preprocess
 from .targets import Target, get_target
 
+FAILED_FOLDER = "failed"        # <out>/failed/: artifacts that failed parity, kept for inspection
 RANDOM = "random"               # weights="random": the seeded random init, even where a reference checkpoint exists
 
 
@@ -79,8 +78,8 @@ def prepare_model(name: str, weights: Path | str | None = None, num_classes: int
     reference = REFERENCE_CHECKPOINTS.get(name)
     if weights is None and reference is not None and num_classes in (None, reference.num_classes):
         return prepare_reference(reference, image_size)
-    size = image_size or config.default_image_size
-    classes = num_classes or 1000
+    size = config.default_image_size if image_size is None else image_size
+    classes = 1000 if num_classes is None else num_classes
     model = create_model(name, num_classes=classes, image_size=size)
     if weights is None or str(weights) == RANDOM:
         return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size), RANDOM)
@@ -90,7 +89,7 @@ def prepare_model(name: str, weights: Path | str | None = None, num_classes: int
 
 def prepare_reference(reference: ReferenceCheckpoint, image_size: int | None = None) -> PreparedModel:
     """A model with a shipped reference checkpoint, at the checkpoint's side unless asked otherwise."""
-    size = image_size or reference.image_size
+    size = reference.image_size if image_size is None else image_size
     if reference.fixed_size_reason and size != reference.image_size:
         side = reference.image_size
         raise InputSizeError(
@@ -122,14 +121,25 @@ class ParityInputs:
 
 
 def parity_inputs(prepared: PreparedModel, data: Path | None = None, synthetic: int = 8,
-                  real: int = 32, progress: bool = False) -> ParityInputs:
+                  real: int = 32, progress: bool = False, calibration: Calibration | None = None) -> ParityInputs:
     """Seeded synthetic images, plus up to `real` images from `data`, else from the reference
-    checkpoint's held-out test split when the weights are one."""
+    checkpoint's held-out test split when the weights are one, else from the calibration folder
+    (never the images calibration used) when real images were given only for calibration."""
     images = [synthetic_images(synthetic, prepared.image_size, prepared.preprocess, seed=0)]
     loaded = None
+    exclude = None
+    if data is None and prepared.reference is None and calibration is not None and calibration.files and real:
+        data, exclude = Path(calibration.source), set(calibration.files)
     if data is not None:
-        loaded = load_folder(Path(data), prepared.preprocess, count=real,
-                             progress="reading parity images" if progress else None)
+        try:
+            loaded = load_folder(Path(data), prepared.preprocess, count=real, exclude=exclude,
+                                 progress="reading parity images" if progress else None)
+        except DataError:
+            if exclude is None:
+                raise
+            loaded = None                   # every image went to calibration: synthetic parity only
+        if loaded is not None and exclude is not None:
+            loaded = replace(loaded, source=f"{loaded.source}, disjoint from the calibration sample")
     elif prepared.reference is not None and real:
         loaded = prepared.reference.read("test", prepared.preprocess, real)
     if loaded is not None:
@@ -193,13 +203,6 @@ def artifact_name(model: str, precision: Precision, target: Target, converter: s
     return f"{model}-{precision.value}{extra}{target.suffix}"
 
 
-def move_into_place(src: Path, dst: Path) -> None:
-    """Rename a staged file or folder over `dst`, replacing what was there."""
-    if dst.is_dir() and not dst.is_symlink():
-        shutil.rmtree(dst)
-    os.replace(src, dst)
-
-
 def convert(prepared: PreparedModel, target: str | Target, spec: ExportSpec, out_dir: Path, *,
             calibration: Calibration | None = None, inputs: ParityInputs | None = None,
             check: bool = True, do_fuse: bool = True) -> ConvertResult:
@@ -211,8 +214,7 @@ def convert(prepared: PreparedModel, target: str | Target, spec: ExportSpec, out
     export_model = fusion.model if fusion else prepared.model
 
     out_dir = Path(out_dir)
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    created = ensure_folder(out_dir)
     try:
         return _convert_staged(prepared, target, spec, out_dir, export_model,
                                fusion.fused_pairs if fusion else 0, check, inputs, calibration)
@@ -226,7 +228,7 @@ def _convert_staged(prepared: PreparedModel, target: Target, spec: ExportSpec, o
                     export_model: nn.Module, fused_pairs: int, check: bool, inputs: ParityInputs | None,
                     calibration: Calibration | None) -> ConvertResult:
     final = out_dir / artifact_name(prepared.name, spec.precision, target, spec.converter)
-    with tempfile.TemporaryDirectory(prefix=".mvdeploy-tmp-", dir=out_dir) as tmp:
+    with staging(out_dir) as tmp:
         staged = Path(tmp) / final.name
         start = time.perf_counter()
         artifact = target.convert(export_model, spec, staged, calibration)
@@ -236,6 +238,12 @@ def _convert_staged(prepared: PreparedModel, target: Target, spec: ExportSpec, o
         report = None
         if check:
             report = check_artifact(artifact, target, prepared, inputs or parity_inputs(prepared), label=final)
+        if report is not None and not report.passed:
+            # A file that fails parity never takes the place of what is there: it goes to failed/.
+            final = out_dir / FAILED_FOLDER / final.name
+            ensure_folder(final.parent)
+            report.artifact = str(final)
+        if report is not None:
             report.write(Path(tmp) / parity_path(final).name)
         move_into_place(staged, final)
         if report:

@@ -7,6 +7,8 @@ import io
 import json
 from pathlib import Path
 
+from .outputs import ensure_folder, write_text_atomic
+
 
 def _fmt(value, spec: str = ".2f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
@@ -170,9 +172,9 @@ def to_html(report) -> str:
 
 def write_report(report, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out_dir)
     files = {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
-    files["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    files["md"].write_text(to_markdown(report))
-    files["html"].write_text(to_html(report))
+    texts = {"json": json.dumps(report.to_dict(), indent=2) + "\n", "md": to_markdown(report), "html": to_html(report)}
+    for kind, path in files.items():        # rendered first: a rendering error writes nothing
+        write_text_atomic(path, texts[kind])
     return files

@@ -123,6 +123,7 @@ class Calibration:
     source: str                   # a folder path, a dataset split, or "synthetic"
     samples: int
     skipped: int = 0              # unreadable files in the folder
+    files: tuple[Path, ...] = ()  # the image files used (a folder source), so checks can avoid them
 
     @property
     def synthetic(self) -> bool:

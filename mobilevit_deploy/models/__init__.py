@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import UnknownModelError
+from ..errors import InputSizeError, InvalidValueError, UnknownModelError
 from .layers import init_weights
 from .mobilevit import VARIANTS as MOBILEVIT_VARIANTS, MobileViT, MobileViTConfig
 from .swin import VARIANTS as SWIN_VARIANTS, SwinConfig, SwinTransformer
@@ -28,6 +28,10 @@ def model_config(name: str) -> ModelConfig:
     return MODELS[name]
 
 
+MAX_IMAGE_SIZE = 2048          # beyond this a single image's activations take gigabytes
+MAX_CLASSES = 100_000
+
+
 def create_model(name: str, num_classes: int = 1000, image_size: int | None = None, seed: int = 0) -> nn.Module:
     """A randomly initialized model in eval mode; the same arguments always give the same weights.
 
@@ -38,6 +42,11 @@ def create_model(name: str, num_classes: int = 1000, image_size: int | None = No
     cfg = model_config(name)
     size = cfg.default_image_size if image_size is None else image_size
     cfg.check_image_size(size)
+    if size > MAX_IMAGE_SIZE:
+        raise InputSizeError(f"{name}: image size {size} is larger than mvdeploy supports ({MAX_IMAGE_SIZE}); "
+                             "phones run these models at 64-512")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
+        raise InvalidValueError(f"--num-classes must be between 1 and {MAX_CLASSES:,}; got {num_classes}")
     with torch.random.fork_rng(devices=[]):   # layer constructors draw from the global RNG; undo that
         model = FAMILIES[cfg.family](cfg, num_classes=num_classes, image_size=size)
     init_weights(model, torch.Generator().manual_seed(seed))

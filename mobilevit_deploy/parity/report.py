@@ -37,7 +37,8 @@ class ParityReport:
         }
 
     def write(self, path: Path) -> Path:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        from ..outputs import write_text_atomic
+        write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
         return Path(path)
 
 

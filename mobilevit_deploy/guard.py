@@ -1,0 +1,79 @@
+"""Process-level care for one CLI run: a private temporary folder, quiet libraries, signals that stop.
+
+- Every run gets its own temporary folder (TMPDIR for us and for every worker or converter process we
+  start); it is removed when the run ends, however it ends, so nothing is left in the system's /tmp
+  (torch's inductor caches, converters' scratch files).
+- Third-party chatter (coremltools' version warnings, TensorFlow/absl logs, Python warnings) is ours to
+  keep off the terminal; `verbose=True` lets it through.
+- SIGINT and SIGTERM stop the run: the handler raises inside the main thread so every `finally` and
+  staging folder cleanup runs; the run then exits 130 / 143 even if some library swallowed the exception.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import warnings
+from typing import Iterator
+
+CHATTY_LOGGERS = ("coremltools", "absl", "tensorflow", "torch", "onnx2tf", "litert_torch", "jax", "h5py")
+
+
+class Stopped(BaseException):
+    """A signal asked the run to stop. BaseException, like KeyboardInterrupt: not an error to handle."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def private_tempdir() -> Iterator[str]:
+    folder = tempfile.mkdtemp(prefix="mvdeploy-run-")
+    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = folder
+    tempfile.tempdir = folder
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved_tempdir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def quiet_libraries(verbose: bool) -> None:
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")          # inherited by worker processes
+    warnings.simplefilter("ignore")
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[list[int]]:
+    """Yields a list that records the signals received (so a swallowed stop is still a stop)."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        raise Stopped(signum)
+
+    saved = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, previous in saved.items():
+            signal.signal(s, previous)
