@@ -4,6 +4,7 @@ negative control. The real models run under `-m slow`."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -18,14 +19,14 @@ from torch import nn
 for _module in ("ai_edge_litert", "litert_torch", "torchao"):
     pytest.importorskip(_module, reason=f"{_module} cannot be imported; the tflite target needs it")
 
-from converters import get_target  # noqa: E402
-from converters.base import Calibration, CalibrationRequiredError, Target  # noqa: E402
-from converters import tflite  # noqa: E402
-from converters.tflite import TARGET, float_io, nchw_input  # noqa: E402
-from mobilevit_deploy.errors import ArtifactError, ConversionError  # noqa: E402
+from converters.tflite import TARGET, litert_torch as litert_torch_backend  # noqa: E402
+from mobilevit_deploy.errors import (ArtifactError, CalibrationRequiredError, ConversionError,  # noqa: E402
+                                     OptionsError, RunnerStateError)
+from mobilevit_deploy.formats.tflite import float_io, nchw_input, read_tflite  # noqa: E402
 from mobilevit_deploy.parity import compare, tolerance_for  # noqa: E402
-from mobilevit_deploy.runners.litert import LiteRTRunner, read_tflite  # noqa: E402
-from mobilevit_deploy.spec import ExportSpec, Layout, Precision  # noqa: E402
+from mobilevit_deploy.runners.litert import LiteRTRunner  # noqa: E402
+from mobilevit_deploy.spec import Calibration, ExportSpec, Layout, Precision  # noqa: E402
+from mobilevit_deploy.targets import Target, get_target  # noqa: E402
 
 SIZE = 64
 HAS_ONNX2TF = all(importlib.util.find_spec(m) for m in ("onnx2tf", "tensorflow", "onnx"))
@@ -238,6 +239,19 @@ def test_int8_without_calibration_says_how_to_calibrate(converter, toy, tmp_path
     assert not (tmp_path / "x.tflite").exists()
 
 
+def test_foreign_options_are_refused(toy, tmp_path):
+    spec = ExportSpec("toy", SIZE, Precision.fp32, options={"ios": 16})
+    with pytest.raises(OptionsError, match="no option 'ios'"):
+        TARGET.convert(toy, spec, tmp_path / "x.tflite")
+    assert not (tmp_path / "x.tflite").exists()
+
+
+def test_runner_is_used_in_a_with_block(converted, images):
+    runner = TARGET.runner(converted("litert-torch", Precision.fp32))
+    with pytest.raises(RunnerStateError, match="with"):
+        runner.infer(images[:1])
+
+
 # ------------------------------------------------------------------------------------ failures are errors
 
 
@@ -260,8 +274,10 @@ def test_tampered_weights_change_outputs(converted, toy, images, reference, tmp_
 def test_worker_crash_is_an_error_naming_the_signal(converted, images):
     with TARGET.runner(converted("litert-torch", Precision.fp32)) as runner:
         runner.infer(images[:1])
+        os.kill(runner._proc.pid, signal.SIGABRT)                      # as a native crash would
+        runner._proc.wait(timeout=30)
         with pytest.raises(ArtifactError, match="crashed with SIGABRT"):
-            runner._simulate_crash(signal.SIGABRT)
+            runner.infer(images[:1])
         with pytest.raises(ArtifactError, match="not running .*SIGABRT"):
             runner.infer(images[:1])
 
@@ -272,7 +288,7 @@ def test_broken_dynamic_file_is_refused(toy, tmp_path, monkeypatch):
         import litert_torch
         return litert_torch.convert(Scaled(module, 0.0), example), []
 
-    monkeypatch.setitem(tflite.LITERT_PRECISIONS, Precision.int8_dynamic, zero_outputs)
+    monkeypatch.setitem(litert_torch_backend.RECIPES, Precision.int8_dynamic, zero_outputs)
     out = tmp_path / "zeros.tflite"
     with pytest.raises(ConversionError, match="all-zero outputs"):
         TARGET.convert(toy, ExportSpec("toy", SIZE, Precision.int8_dynamic), out)
@@ -350,11 +366,13 @@ REAL_CASES = [
 def test_real_models(name, converter, precision, tmp_path):
     """The reference (digits) weights at 64x64, int8 calibrated on the digits train split."""
     from mobilevit_deploy import pipeline
-    from mobilevit_deploy.calibration import load_calibration
+    from mobilevit_deploy.calibration import calibration_for
 
     if converter == "onnx2tf" and not HAS_ONNX2TF:
         pytest.skip("onnx2tf, tensorflow or onnx cannot be imported")
     prepared = pipeline.prepare_model(name, image_size=SIZE)
-    calibration = load_calibration("digits", prepared, samples=64) if precision is Precision.int8 else None
-    result = pipeline.convert(prepared, "tflite", precision, tmp_path, converter=converter, calibration=calibration)
+    # None: the reference checkpoint's own train split (the digits)
+    calibration = calibration_for(prepared, None, samples=64) if TARGET.needs_calibration(precision) else None
+    spec = prepared.spec(precision, converter=converter)
+    result = pipeline.convert(prepared, TARGET, spec, tmp_path, calibration=calibration)
     assert result.report.passed, result.report.failures

@@ -1,0 +1,124 @@
+"""The TFLite target: PyTorch -> .tflite with litert-torch (default) or through ONNX with onnx2tf, run by LiteRT.
+
+`convert` checks the request (BaseTarget.check), hands the work to a backend (litert_torch.py,
+onnx2tf.py), then reads the written file back (I/O, op names) before it describes it: Flex or
+other custom ops the interpreter cannot run are refused by name, and an int8-dynamic file is run
+on a probe input first (one that outputs zeros or unrelated numbers is refused with ConversionError).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobilevit_deploy.errors import ArtifactError, ConversionError, TargetUnavailableError
+from mobilevit_deploy.formats.tflite import TfliteFacts, precision_of, read_tflite, refuse_custom_ops
+from mobilevit_deploy.runners.litert import LiteRTRunner
+from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Precision
+from mobilevit_deploy.targets import BaseTarget
+
+from . import litert_torch, onnx2tf
+
+DYNAMIC_MIN_COSINE = 0.9          # below this an int8-dynamic file does not follow the model at all
+
+# converter name -> backend(model, spec, out_path, calibration) -> notes; the first is the default
+CONVERTERS: dict[str, Callable[[nn.Module, ExportSpec, Path, Calibration | None], list[str]]] = {
+    "litert-torch": litert_torch.convert,
+    "onnx2tf": onnx2tf.convert,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteOptions:
+    """TFLite takes no options of its own (precision, layout and int8 I/O are in the ExportSpec)."""
+
+
+class TFLiteTarget(BaseTarget):
+    name = "tflite"
+    suffix = ".tflite"
+    precisions = (Precision.fp32, Precision.fp16, Precision.int8, Precision.int8_dynamic)
+    converters = tuple(CONVERTERS)
+    Options = TFLiteOptions
+    calibrated = (Precision.int8,)
+    int8_io_precisions = (Precision.int8,)
+
+    def unavailable_reason(self) -> str | None:
+        missing = [m for m in ("ai_edge_litert", "litert_torch", "torchao") if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"tflite target needs {', '.join(missing)} (not importable); run make install"
+        return None
+
+    def _check(self, spec: ExportSpec, calibration: Calibration | None) -> None:
+        if spec.converter == "onnx2tf" and importlib.util.find_spec("onnx2tf") is None:
+            raise TargetUnavailableError("the onnx2tf converter needs onnx2tf (not importable); run make install")
+
+    def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
+                calibration: Calibration | None = None) -> Artifact:
+        spec = self.check(spec, calibration)
+        converter = spec.converter or self.converters[0]
+        out_path = Path(out_path)
+        model = model.eval()
+        notes = CONVERTERS[converter](model, spec, out_path, calibration)
+        facts = read_tflite(out_path)
+        try:
+            refuse_custom_ops(out_path, facts)
+        except ArtifactError as e:
+            out_path.unlink(missing_ok=True)
+            raise ConversionError(f"{converter} made a file LiteRT cannot run: {e}") from None
+        artifact = _describe(out_path, facts, spec.precision, converter, notes)
+        if spec.precision is Precision.int8_dynamic:
+            self._refuse_degenerate(artifact, model, converter)
+        return artifact
+
+    def load(self, path: Path, precision: Precision | None = None) -> Artifact:
+        """Describe a .tflite from the file itself; `precision` (default: read from the tensor types)."""
+        path = Path(path)
+        facts = read_tflite(path)
+        refuse_custom_ops(path, facts)
+        if len(facts.inputs) != 1 or len(facts.inputs[0].shape) != 4:
+            raise ArtifactError(f"{path}: expected one image input [1, 3, H, W] or [1, H, W, 3], "
+                                f"found {[t.shape for t in facts.inputs]}")
+        return _describe(path, facts, precision or precision_of(facts), "", ())
+
+    def runner(self, artifact: Artifact, *, num_threads: int = 2, **engine_options) -> LiteRTRunner:
+        return LiteRTRunner(artifact, num_threads=num_threads, **engine_options)
+
+    def _refuse_degenerate(self, artifact: Artifact, model: nn.Module, converter: str) -> None:
+        """Run the new file on two seeded probe images: all-zero or unrelated outputs are a failed conversion."""
+        _, c, h, w = artifact.inputs[0].canonical_shape
+        probe = torch.randn((2, c, h, w), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            expected = torch.cat([model(probe[i:i + 1]) for i in range(len(probe))]).float().numpy()
+        with self.runner(artifact) as runner:
+            got = runner.infer(probe.numpy())
+        cos = np.sum(got * expected, 1) / np.maximum(np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1), 1e-30)
+        problem = None
+        if not np.all(np.isfinite(got)):
+            problem = "NaN/Inf outputs"
+        elif not np.any(got):
+            problem = "all-zero outputs"
+        elif cos.min() < DYNAMIC_MIN_COSINE:
+            problem = f"outputs unrelated to the model (cosine {cos.min():.3f} on a probe input)"
+        if problem:
+            Path(artifact.path).unlink(missing_ok=True)
+            other = next(name for name in self.converters if name != converter)
+            raise ConversionError(f"{converter} int8-dynamic produced a broken file ({problem}); "
+                                  f"try --precision int8 with calibration, fp16, or --converter {other}")
+
+
+def _describe(path: Path, facts: TfliteFacts, precision: Precision, converter: str,
+              notes: tuple[str, ...] | list[str]) -> Artifact:
+    notes = list(notes)
+    inner = facts.ops.get("DEQUANTIZE", 0) + facts.ops.get("QUANTIZE", 0)
+    if precision is Precision.int8 and inner > 2:
+        notes.append(f"mixed int8/float graph: {inner} QUANTIZE/DEQUANTIZE ops "
+                     "(ops without int8 kernels run in float)")
+    return Artifact(path, "tflite", precision, facts.inputs, facts.outputs, converter, tuple(notes))
+
+
+TARGET = TFLiteTarget()

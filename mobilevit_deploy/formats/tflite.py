@@ -1,0 +1,258 @@
+"""The .tflite format: read a flatbuffer without running it, and rewrite its interface.
+
+Reading (`read_tflite`) gives subgraph 0's I/O tensors, every op name and the tensor types, so
+files the interpreter cannot run (Flex ops) are refused by name before an interpreter sees them,
+and a file's precision can be told from the file alone (`precision_of`).
+
+Rewriting works on the object API of ai_edge_litert's schema: `float_io` puts float32 I/O around
+an int8-I/O graph, `nchw_input` puts a TRANSPOSE in front of an NHWC input. This is the only module
+that parses or writes .tflite flatbuffers; converters and the LiteRT runner both call it.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError, ConversionError
+from ..spec import Precision, TensorSpec, guess_layout
+
+# Custom ops the stock LiteRT op resolver registers; any other custom op cannot run here.
+RESOLVER_CUSTOM_OPS = frozenset({"TFLite_Detection_PostProcess"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass(frozen=True)
+class TfliteFacts:
+    """What a .tflite file declares, read from its flatbuffer (no interpreter involved)."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    ops: Counter                          # op name ("CONV_2D", "FlexErf") -> count, all subgraphs
+    custom_codes: frozenset[str]          # names of the custom (non-builtin) op codes
+    weight_types: frozenset[str]          # types of constant tensors ("FLOAT32", "INT8", "FLOAT16")
+    activation_types: frozenset[str]      # types of non-constant tensors
+
+    @property
+    def custom_ops(self) -> list[str]:
+        """Custom ops the stock interpreter cannot run: Flex (TensorFlow Select) ops and the like."""
+        return sorted(op for op in self.custom_codes if op not in RESOLVER_CUSTOM_OPS)
+
+
+def read_tflite(path: Path) -> TfliteFacts:
+    """Parse the flatbuffer: subgraph 0's I/O tensors (shape, dtype, quantization) and every op name."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ArtifactError(f"{path} is not a TFLite flatbuffer (no TFL3 identifier)")
+    try:
+        return _facts(schema.Model.GetRootAs(data, 0), schema)
+    except ArtifactError:
+        raise
+    except Exception as e:       # a truncated or corrupt flatbuffer: struct/index errors from the reader
+        raise ArtifactError(f"{path} is not a readable TFLite model ({type(e).__name__}: {e})") from None
+
+
+def _facts(model, schema) -> TfliteFacts:
+    builtin_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    op_names, custom = [], set()
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        if code.CustomCode():
+            op_names.append(code.CustomCode().decode("utf-8", "replace"))
+            custom.add(op_names[-1])
+        else:
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            op_names.append(builtin_names.get(builtin, f"BUILTIN_{builtin}"))
+
+    ops: Counter = Counter()
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for j in range(graph.OperatorsLength()):
+            ops[op_names[graph.Operators(j).OpcodeIndex()]] += 1
+
+    if model.SubgraphsLength() == 0:
+        raise ArtifactError("the model has no subgraph")
+    graph = model.Subgraphs(0)
+
+    def is_constant(tensor) -> bool:
+        b = tensor.Buffer()
+        if b <= 0 or b >= model.BuffersLength():
+            return False
+        buf = model.Buffers(b)
+        return buf.DataLength() > 0 or buf.Offset() > 1
+
+    weights, activations = set(), set()
+    for t in range(graph.TensorsLength()):
+        tensor = graph.Tensors(t)
+        (weights if is_constant(tensor) else activations).add(type_names.get(tensor.Type(), str(tensor.Type())))
+
+    def spec(index: int, is_input: bool) -> TensorSpec:
+        tensor = graph.Tensors(index)
+        shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+        dtype = type_names.get(tensor.Type(), str(tensor.Type())).lower()
+        scale = zero_point = None
+        q = tensor.Quantization()
+        if q is not None and q.ScaleLength() == 1 and dtype in ("int8", "uint8", "int16"):
+            scale, zero_point = float(q.Scale(0)), int(q.ZeroPoint(0))
+        layout = guess_layout(shape) if is_input else None
+        name = tensor.Name().decode("utf-8", "replace") if tensor.Name() else f"tensor_{index}"
+        return TensorSpec(name, shape, dtype, layout, scale, zero_point)
+
+    inputs = tuple(spec(int(i), True) for i in graph.InputsAsNumpy()) if graph.InputsLength() else ()
+    outputs = tuple(spec(int(i), False) for i in graph.OutputsAsNumpy()) if graph.OutputsLength() else ()
+    return TfliteFacts(inputs, outputs, ops, frozenset(custom), frozenset(weights), frozenset(activations))
+
+
+def refuse_custom_ops(path: Path, facts: TfliteFacts) -> None:
+    """ArtifactError naming the ops, before any interpreter is asked to run them."""
+    custom = facts.custom_ops
+    if not custom:
+        return
+    flex = [op for op in custom if op.startswith("Flex")]
+    what = "Flex (TensorFlow Select) ops" if len(flex) == len(custom) else "custom ops"
+    raise ArtifactError(
+        f"{path} uses {what} the LiteRT interpreter cannot run: {', '.join(custom)}"
+        + (" (they need the TensorFlow Flex delegate; convert without SELECT_TF_OPS)" if flex else "")
+    )
+
+
+def precision_of(facts: TfliteFacts) -> Precision:
+    """What a file holds: int8 activations -> int8; int8 weights only -> int8-dynamic; fp16 weights -> fp16."""
+    if facts.activation_types & {"INT8", "UINT8"}:
+        return Precision.int8
+    if "INT8" in facts.weight_types:
+        return Precision.int8_dynamic
+    if "FLOAT16" in facts.weight_types:
+        return Precision.fp16
+    return Precision.fp32
+
+
+# ---------------------------------------------------------------------------------------------
+# Rewriting the interface
+
+
+def float_io(data: bytes) -> bytes:
+    """An int8-I/O model with float32 I/O: a QUANTIZE in front of each int8 input, a DEQUANTIZE behind each output."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model, graph = _read_model(data)
+    remap = {}
+    for k, old in enumerate(graph.inputs):
+        if graph.tensors[old].type == schema.TensorType.INT8:
+            new = _add_tensor(model, graph, old, "_float", schema.TensorType.FLOAT32, keep_quantization=False)
+            graph.operators.insert(0, _op(model, schema.BuiltinOperator.QUANTIZE, [new], [old]))
+            graph.inputs[k] = remap[old] = new
+    for k, old in enumerate(graph.outputs):
+        if graph.tensors[old].type == schema.TensorType.INT8:
+            new = _add_tensor(model, graph, old, "_float", schema.TensorType.FLOAT32, keep_quantization=False)
+            graph.operators.append(_op(model, schema.BuiltinOperator.DEQUANTIZE, [old], [new]))
+            graph.outputs[k] = remap[old] = new
+    return _write_model(model, remap)
+
+
+def nchw_input(data: bytes) -> bytes:
+    """An NHWC-input model that takes NCHW: a TRANSPOSE(perm 0,3,1,2 inverse) in front of the input."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model, graph = _read_model(data)
+    old = graph.inputs[0]
+    n, h, w, c = graph.tensors[old].shape
+    new = _add_tensor(model, graph, old, "_nchw", graph.tensors[old].type, keep_quantization=True, shape=[n, c, h, w])
+    perm = _add_constant(model, graph, "nchw_to_nhwc_perm", np.array([0, 2, 3, 1], dtype=np.int32))
+    op = _op(model, schema.BuiltinOperator.TRANSPOSE, [new, perm], [old])
+    op.builtinOptionsType = schema.BuiltinOptions.TransposeOptions
+    op.builtinOptions = schema.TransposeOptionsT()
+    graph.operators.insert(0, op)
+    graph.inputs[0] = new
+    return _write_model(model, {old: new})
+
+
+def _read_model(data: bytes):
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    if len(model.subgraphs) != 1:
+        raise ConversionError(f"expected a single-subgraph model, found {len(model.subgraphs)} subgraphs")
+    return model, model.subgraphs[0]
+
+
+def _write_model(model, remap: dict[int, int]) -> bytes:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    for signature in model.signatureDefs or []:
+        for tensor_map in list(signature.inputs or []) + list(signature.outputs or []):
+            tensor_map.tensorIndex = remap.get(tensor_map.tensorIndex, tensor_map.tensorIndex)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _add_tensor(model, graph, like: int, suffix: str, tensor_type: int, keep_quantization: bool,
+                shape: list[int] | None = None) -> int:
+    from ai_edge_litert import schema_py_generated as schema
+
+    src = graph.tensors[like]
+    tensor = schema.TensorT()
+    tensor.shape = list(shape if shape is not None else src.shape)
+    tensor.type = tensor_type
+    tensor.buffer = _add_buffer(model, None)
+    name = src.name.decode() if isinstance(src.name, bytes) else (src.name or f"tensor_{like}")
+    tensor.name = name + suffix
+    tensor.quantization = src.quantization if keep_quantization else None
+    graph.tensors.append(tensor)
+    return len(graph.tensors) - 1
+
+
+def _add_constant(model, graph, name: str, value: np.ndarray) -> int:
+    from ai_edge_litert import schema_py_generated as schema
+
+    tensor = schema.TensorT()
+    tensor.shape = list(value.shape)
+    tensor.type = {np.dtype(np.int32): schema.TensorType.INT32}[value.dtype]
+    tensor.buffer = _add_buffer(model, value)
+    tensor.name = name
+    graph.tensors.append(tensor)
+    return len(graph.tensors) - 1
+
+
+def _add_buffer(model, value: np.ndarray | None) -> int:
+    from ai_edge_litert import schema_py_generated as schema
+
+    buffer = schema.BufferT()
+    if value is not None:
+        buffer.data = np.frombuffer(np.ascontiguousarray(value).tobytes(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    return len(model.buffers) - 1
+
+
+def _op(model, builtin: int, inputs: list[int], outputs: list[int]):
+    from ai_edge_litert import schema_py_generated as schema
+
+    op = schema.OperatorT()
+    op.opcodeIndex = _opcode(model, builtin)
+    op.inputs, op.outputs = list(inputs), list(outputs)
+    return op
+
+
+def _opcode(model, builtin: int) -> int:
+    from ai_edge_litert import schema_py_generated as schema
+
+    for i, code in enumerate(model.operatorCodes):
+        if not code.customCode and max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            return i
+    code = schema.OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
+    code.version = 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
