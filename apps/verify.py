@@ -116,7 +116,8 @@ def verify_folder(root: Path, result: Verification) -> Verification:
             result.failures.append(f"missing file {rel}")
         elif sha256(root / rel) != digest:
             result.failures.append(f"checksum mismatch: {rel}")
-    if manifest["model"]["file"] not in listed:
+    model_file = manifest["model"]["file"]
+    if model_file not in listed and not any(rel.startswith(model_file.rstrip("/") + "/") for rel in listed):
         result.failures.append(f"bundle.json: model.file '{manifest['model']['file']}' is not among the checksummed files")
     for rel in sorted(present - set(listed)):
         result.failures.append(f"file not listed in bundle.json: {rel}")
