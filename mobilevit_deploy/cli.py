@@ -49,7 +49,7 @@ def _parity_table() -> Table:
 def _print_failures(report) -> None:
     if report is not None and not report.passed:
         for line in report.failures:
-            err_console.print(f"  [red]{Path(report.artifact).name}[/]: {line}")
+            err_console.print(f"  [red]{_shown(Path(report.artifact).name)}[/]: {_escape(line)}", highlight=False)
 
 
 @app.command()
@@ -144,7 +144,7 @@ def convert(
         with console.status(f"converting {model} to {target} {p.value}..."):
             result = pipeline.convert(prepared, chosen, spec, out_dir, do_fuse=not no_fuse, check=not no_check,
                                       inputs=inputs, calibration=calibration)
-        _parity_row(table, Path(result.artifact.path).name, p.value, result.artifact.size_bytes,
+        _parity_row(table, _shown(Path(result.artifact.path).name), p.value, result.artifact.size_bytes,
                     result.report, result.seconds)
         if result.report is not None and not result.report.passed:
             failed.append(result.report)
@@ -159,6 +159,8 @@ def convert(
         console.print("[yellow]weights are random[/]: parity on random weights is a weak test; pass --weights and --data")
     for report in failed:
         _print_failures(report)
+        err_console.print(f"  failed parity: kept for inspection as {_shown(report.artifact)}; "
+                          "a file already in --out was left as it was", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 
@@ -177,9 +179,9 @@ def check(
 
     loaded, report = check_file(artifact, model, weights, num_classes, data, progress=True)
     table = _parity_table()
-    _parity_row(table, artifact.name, loaded.precision.value, loaded.size_bytes, report, None)
+    _parity_row(table, _shown(artifact.name), loaded.precision.value, loaded.size_bytes, report, None)
     console.print(table)
-    console.print(f"engine: {report.engine}; report: {parity_path(artifact)}")
+    console.print(f"engine: {report.engine}; report: {_shown(parity_path(artifact))}", highlight=False)
     _print_failures(report)
     if not report.passed:
         raise typer.Exit(1)
@@ -342,12 +344,12 @@ def main() -> None:
     import sys
 
     from .errors import first_line
-    from .guard import Stopped, private_tempdir, quiet_libraries, stop_on_signals
+    from .guard import Stopped, native_chatter_to, private_tempdir, quiet_libraries, stop_on_signals
 
     verbose = _verbose() or any(a in ("-v", "--verbose") for a in sys.argv[1:2])
     quiet_libraries(verbose)
     code = 0
-    with private_tempdir(), stop_on_signals() as received:
+    with private_tempdir() as scratch, native_chatter_to(scratch, verbose), stop_on_signals() as received:
         try:
             app()      # standalone: Typer/Click handle --help, usage errors (exit 2) and typer.Exit themselves
         except SystemExit as e:
@@ -378,6 +380,10 @@ def main() -> None:
                               "(a bug in mvdeploy; run with --verbose for the traceback)", highlight=False, soft_wrap=True)
         if received and code == 0:                      # a library swallowed the stop: it is still a stop
             code = 128 + received[0]
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:                              # the reader went away: end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     raise SystemExit(code)
 
 

@@ -19,7 +19,11 @@ import tempfile
 import warnings
 from typing import Iterator
 
-CHATTY_LOGGERS = ("coremltools", "absl", "tensorflow", "torch", "onnx2tf", "litert_torch", "jax", "h5py")
+# Python loggers of the libraries we drive. Children are named explicitly: torch sets its own top-level
+# logger's level when it is imported, and a child with a level of its own keeps it.
+CHATTY_LOGGERS = ("coremltools", "absl", "tensorflow", "torch", "torch.utils._pytree", "torch.export",
+                  "torch._export", "torch.fx", "torch._dynamo", "torch.onnx", "torchao", "onnx2tf", "onnxscript",
+                  "litert_torch", "ai_edge_litert", "ai_edge_quantizer", "jax", "h5py", "executorch")
 
 
 class Stopped(BaseException):
@@ -77,3 +81,29 @@ def stop_on_signals() -> Iterator[list[int]]:
     finally:
         for s, previous in saved.items():
             signal.signal(s, previous)
+
+
+@contextlib.contextmanager
+def native_chatter_to(folder: str, verbose: bool) -> Iterator[None]:
+    """Native libraries (TensorFlow, absl, MLIR) write to file descriptor 2 whatever Python says: point
+    fd 2 at a file in `folder` and give Python's sys.stderr the real terminal, so our own lines (and
+    progress bars) still reach the user and theirs do not."""
+    if verbose:
+        yield
+        return
+    import sys
+
+    sys.stderr.flush()
+    real = os.dup(2)
+    sink = os.open(os.path.join(folder, "native-stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(sink, 2)
+    os.close(sink)
+    saved_stderr = sys.stderr
+    sys.stderr = os.fdopen(real, "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)
+        sys.stderr.close()
+        sys.stderr = saved_stderr

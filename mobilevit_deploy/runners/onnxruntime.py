@@ -1,6 +1,8 @@
 """onnxruntime on the CPU: runs .onnx files; NHWC inputs get the canonical NCHW feed transposed."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import ArtifactError, first_line
@@ -27,8 +29,13 @@ class OnnxRuntimeRunner(Runner):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
+        path = str(self.artifact.path)
         try:
-            self.session = ort.InferenceSession(str(self.artifact.path), options, providers=["CPUExecutionProvider"])
+            path.encode("utf-8")
+        except UnicodeEncodeError:           # a folder name that is not UTF-8: hand over the bytes instead
+            path = Path(path).read_bytes()
+        try:
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise ArtifactError(f"onnxruntime cannot load {self.artifact.path}: {first_line(e)}") from None
         self.input_name = self.session.get_inputs()[0].name
