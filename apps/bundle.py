@@ -16,7 +16,7 @@ import numpy as np
 
 from mobilevit_deploy.errors import BundleError, UnknownNameError
 from mobilevit_deploy.outputs import ensure_folder, move_into_place, staging
-from mobilevit_deploy.pipeline import ParityInputs, PreparedModel, check_artifact, convert
+from mobilevit_deploy.pipeline import ParityInputs, PreparedModel, check_artifact, convert, parity_inputs
 from mobilevit_deploy.spec import Artifact, Calibration, Layout, Precision, Preprocess
 from mobilevit_deploy.targets import get_target
 from mobilevit_deploy.versions import tool_versions
@@ -61,6 +61,14 @@ class BundleResult:
     folder: Path
     zip_path: Path
     manifest: dict
+
+
+def golden_cases(prepared: PreparedModel, data: Path | None, count: int) -> tuple[ParityInputs, list[int | None]]:
+    """A few real images for the self-test: from `data`, the reference data, else synthetic (recorded)."""
+    inputs = parity_inputs(prepared, data, synthetic=0, real=count)
+    if not len(inputs.images):
+        return parity_inputs(prepared, None, synthetic=count, real=0), [None] * count
+    return inputs, [None] * len(inputs.images)
 
 
 def _write_golden(root: Path, images: np.ndarray, labels: list[int | None], artifact: Artifact,

@@ -96,7 +96,7 @@ def _paths(manifest: dict) -> list[tuple[str, object]]:
             found.append((f"golden.cases[{i}]", case))
             continue
         found += [(f"golden.cases[{i}].{key}", case.get(key)) for key in ("image", "input", "expected")]
-    found += [(f"files key", rel) for rel in manifest["files"]]
+    found += [("files key", rel) for rel in manifest["files"]]
     return found
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from mobilevit_deploy.errors import MvDeployError, first_line
 from mobilevit_deploy.parity import compare
-from mobilevit_deploy.spec import Layout, Precision
+from mobilevit_deploy.spec import Layout
 from mobilevit_deploy.targets import get_target
 
 from .manifest import MANIFEST, bundle_files, schema_failures, sha256

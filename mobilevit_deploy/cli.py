@@ -203,7 +203,7 @@ def bundle(
     out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("mvdeploy-out/bundles"),
 ) -> None:
     """Write an app bundle (model, labels, bundle.json, golden self-test, sample app) and its zip."""
-    from apps.bundle import build_bundle, get_platform
+    from apps.bundle import build_bundle, get_platform, golden_cases
     from . import pipeline
     from .calibration import calibration_for
     from .errors import ArtifactError, TargetUnavailableError, at_least
@@ -222,7 +222,7 @@ def bundle(
     prepared = pipeline.prepare_model(model, weights, num_classes, image_size)
     class_names = prepared.class_names(labels)
     parity = pipeline.parity_inputs(prepared, data, progress=True)
-    golden_inputs, golden_labels = _golden_inputs(prepared, data, golden)
+    golden_inputs, golden_labels = golden_cases(prepared, data, golden)
     calibration = None
     if get_target(plat.target).needs_calibration(chosen):
         calibration = calibration_for(prepared, calib_data, progress=True)
@@ -238,16 +238,6 @@ def bundle(
                   "[green]pass[/]" if m["parity"]["passed"] else "[red]FAIL[/]")
     console.print(table)
     console.print(f"folder: {result.folder}\nzip:    {result.zip_path}", highlight=False)
-
-
-def _golden_inputs(prepared, data: Path | None, count: int):
-    """A few real images for the self-test: from --data, the reference data, else synthetic (recorded)."""
-    from . import pipeline
-
-    inputs = pipeline.parity_inputs(prepared, data, synthetic=0, real=count)
-    if not len(inputs.images):
-        return pipeline.parity_inputs(prepared, None, synthetic=count, real=0), [None] * count
-    return inputs, [None] * len(inputs.images)
 
 
 @app.command()

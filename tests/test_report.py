@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mobilevit_deploy.targets import get_target
 from mobilevit_deploy import pipeline
 from mobilevit_deploy.errors import DataError
 from mobilevit_deploy.quantization.layers import analyze, layer_errors, quantize_graph

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..errors import WeightMismatchError, WeightsError
+from ..errors import WeightMismatchError, WeightsError, first_line
 
 # Keys some public checkpoints use that differ from ours: (old prefix, new prefix). Applied in order.
 RENAMES: tuple[tuple[str, str], ...] = (
@@ -28,7 +28,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt or foreign files raise many kinds of errors; all mean one thing
-        raise WeightsError(f"cannot read weights {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise WeightsError(f"cannot read weights {path}: {type(e).__name__}: {first_line(e)}"
                            " (expected .safetensors or a PyTorch state dict)") from None
     for key in WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
