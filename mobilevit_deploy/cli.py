@@ -317,6 +317,35 @@ def report(
     console.print("written: " + ", ".join(str(f) for f in files.values()), highlight=False)
 
 
+@app.command()
+def bench(
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="exported files; the first is the baseline")],
+    threads: Annotated[int, typer.Option("--threads", help="engine threads (LiteRT, onnxruntime)")] = 2,
+    rounds: Annotated[int, typer.Option("--rounds", help="round-robin rounds over the files")] = 10,
+    repeats: Annotated[int, typer.Option("--repeats", help="timed single-image runs per file per round")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Latency of exported files in one interleaved run: medians, spread and ratios to the first file."""
+    from .bench import bench as run_bench
+    from .progress import progress_bar
+
+    with progress_bar("timing, interleaved", rounds * len(files), enabled=not as_json) as advance:
+        rows = run_bench(files, threads, rounds, repeats, progress=lambda done, total: advance(1))
+    if as_json:
+        typer.echo(json.dumps({"threads": threads, "rounds": rounds, "repeats": repeats,
+                               "files": [r.to_dict() for r in rows]}, indent=2))
+        return
+    table = Table(title=f"latency, single image, {threads} threads, {rounds} x {repeats} runs interleaved")
+    for col in ("file", "target", "precision", "size", "median ms", "p10 / p90 ms", "x first"):
+        table.add_column(col, justify="right" if col in ("size", "median ms", "p10 / p90 ms", "x first") else "left")
+    for r in rows:
+        timing = ("-", r.note or "-", "-") if r.median_ms is None else (
+            f"{r.median_ms:.2f}", f"{r.p10_ms:.2f} / {r.p90_ms:.2f}", f"{r.ratio:.2f}")
+        table.add_row(_shown(Path(r.file).name), r.target, r.precision, _fmt_bytes(r.size_bytes), *timing)
+    console.print(table)
+    console.print(f"engines: {'; '.join(dict.fromkeys(r.engine for r in rows))}", highlight=False)
+
+
 def _verbose() -> bool:
     return os.environ.get("MVDEPLOY_VERBOSE", "") not in ("", "0")
 

@@ -76,7 +76,9 @@ class CoreMLRunner(Runner):
 
     name = "coreml"
 
-    def __init__(self, artifact, *, compute_units: str = "all", use_apple_runtime: bool | None = None):
+    def __init__(self, artifact, *, compute_units: str = "all", use_apple_runtime: bool | None = None,
+                 num_threads: int | None = None):
+        """num_threads: accepted like every runner's; Core ML and the interpreter choose their own threads."""
         if compute_units not in COMPUTE_UNITS:
             raise ArtifactError(f"compute units '{compute_units}' (known: {', '.join(COMPUTE_UNITS)})")
         self.path = Path(artifact.path)

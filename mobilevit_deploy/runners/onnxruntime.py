@@ -13,21 +13,21 @@ from .base import Runner
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
-    def __init__(self, artifact: Artifact, *, threads: int = 2):
+    def __init__(self, artifact: Artifact, *, num_threads: int = 2):
         super().__init__(artifact)
-        self.threads = threads
+        self.num_threads = num_threads
         self.session = None
 
     @property
     def engine(self) -> str:
         import onnxruntime
-        return f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
+        return f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider ({self.num_threads} threads)"
 
     def _open(self) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = self.num_threads
         options.log_severity_level = 3
         path = str(self.artifact.path)
         try:
