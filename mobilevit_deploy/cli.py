@@ -314,6 +314,9 @@ def report(
     for m in results:
         for line in m.failures:
             err_console.print(f"[yellow]not measured[/]: {m.model} {line}", highlight=False)
+    from .reports import ship_lines
+    for line in ship_lines(Report(command, {}, results)):
+        console.print(f"[bold]what to ship[/] {line}", highlight=False)
     console.print("written: " + ", ".join(str(f) for f in files.values()), highlight=False)
 
 

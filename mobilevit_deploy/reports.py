@@ -39,6 +39,18 @@ def headline_rows(report) -> list[tuple[str, ...]]:
     return rows
 
 
+def ship_lines(report) -> list[str]:
+    """One line per model: the variant to ship (fastest measured within the accuracy bound)."""
+    from .quantization.report import ACCURACY_BOUND_PT, recommend
+
+    lines = []
+    for m in report.models:
+        pick = recommend(m)
+        lines.append(pick.line() if pick else
+                     f"{m.model}: no timed variant is within {ACCURACY_BOUND_PT} pt of PyTorch fp32 with parity passed")
+    return lines
+
+
 def _markdown_table(header, rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -59,6 +71,7 @@ def to_markdown(report) -> str:
                 + (f" ({m.eval_skipped} unreadable skipped)" if m.eval_skipped else ""),
                 f"- calibration: {m.calib_images} images from {m.calib_source}" if m.calib_source else "- calibration: none needed",
                 ""]
+    out += ["## What to ship", ""] + [f"- {line}" for line in ship_lines(report)] + [""]
     out += ["## Results", "", _markdown_table(HEADLINE, headline_rows(report)), ""]
     for m in report.models:
         for line in m.failures:
@@ -108,14 +121,14 @@ def plots(report) -> dict[str, str]:
 
     timed = [(f"{m.model}\n{r.target} {r.precision}", r.latency_ms_median, r.latency_ms_p90)
              for m in report.models for r in m.rows if r.latency_ms_median is not None]
-    timed += [(f"{m.model}\ntorch fp32", *m.torch_latency_ms) for m in report.models]
-    if timed:
+    if timed:                  # PyTorch eager is left out: its bar would flatten every phone-format bar
         fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(timed)), 4))
         names = [t[0] for t in timed]
         ax.bar(names, [t[1] for t in timed], label="median")
         ax.scatter(names, [t[2] for t in timed], color="black", marker="_", s=200, label="p90")
         ax.set_ylabel("latency (ms, 1 image)")
-        ax.set_title("latency per variant on this machine")
+        eager = ", ".join(f"{m.model} {m.torch_latency_ms[0]:.1f} ms" for m in report.models)
+        ax.set_title(f"latency per variant on this machine (PyTorch eager, not drawn: {eager})", fontsize=9)
         ax.tick_params(axis="x", labelsize=7, rotation=60)
         ax.legend(fontsize=7)
         out["latency"] = _png(fig)
@@ -155,6 +168,8 @@ def to_html(report) -> str:
         parts.append(f"<p><b>{html.escape(m.model)}</b>: weights {html.escape(m.weights)}; evaluation "
                      f"{m.eval_images} images from {html.escape(m.eval_source)}; calibration "
                      f"{m.calib_images} images from {html.escape(str(m.calib_source))}</p>")
+    parts.append("<h2>what to ship</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in ship_lines(report))
+                 + "</ul>")
     parts.append(table(HEADLINE, headline_rows(report)))
     for key, data in images.items():
         parts.append(f"<h2>{html.escape(key.replace('_', ' '))}</h2><img alt='{key}' src='data:image/png;base64,{data}'>")

@@ -124,3 +124,22 @@ def test_per_layer_error_of_an_unquantized_graph_is_zero():
     assert all(layer.noise_added == 0 for layer in layer_errors(graph, graph, images))
     quantized = quantize_graph(model, example, images)
     assert any(layer.noise_added > 0 for layer in layer_errors(graph, quantized, images))
+
+
+def test_what_to_ship_is_the_fastest_variant_within_the_accuracy_bound(onnx_report):
+    from dataclasses import replace
+
+    from mobilevit_deploy.quantization.report import recommend
+
+    _, m, files = onnx_report
+    (fp32,) = m.rows
+    fast_but_wrong = replace(fp32, precision="int8", latency_ms_median=fp32.latency_ms_median / 4, accuracy_delta=-0.6)
+    fast_and_fine = replace(fp32, precision="int8-dynamic", latency_ms_median=fp32.latency_ms_median / 2,
+                            accuracy_delta=-0.4, size_ratio=0.3)
+    failed_parity = replace(fp32, precision="fp16", latency_ms_median=fp32.latency_ms_median / 8, parity_passed=False)
+    candidates = replace(m, rows=[fp32, fast_but_wrong, fast_and_fine, failed_parity])
+    pick = recommend(candidates)
+    assert pick.row.precision == "int8-dynamic" and pick.latency_ratio == 0.5 and pick.size_ratio == 0.3
+    assert "ship onnx int8-dynamic" in pick.line() and "0.50x the latency" in pick.line()
+    assert recommend(replace(m, rows=[fast_but_wrong])) is None           # nothing within the bound
+    assert "## What to ship" in files["md"].read_text() and "ship onnx fp32" in files["md"].read_text()
