@@ -14,7 +14,8 @@ class Precision(str, enum.Enum):
 
     fp32 = "fp32"
     fp16 = "fp16"
-    int8 = "int8"                  # TFLite: full-integer static; CoreML: int8 linear weights
+    int8 = "int8"                  # TFLite: the fastest static int8 recipe on XNNPACK; CoreML: int8 linear weights
+    int8_static = "int8-static"    # TFLite: plain static PT2E int8 as the converter makes it (for NPUs / integer-only)
     int8_dynamic = "int8-dynamic"  # TFLite dynamic-range int8 (checked like any other)
     palettize6 = "palettize6"      # CoreML k-means 6-bit weights
     palettize4 = "palettize4"      # CoreML k-means 4-bit weights

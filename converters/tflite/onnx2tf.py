@@ -41,6 +41,7 @@ OUTPUTS: dict[Precision, tuple[tuple[str, ...], str, str | None]] = {
                      "model_integer_quant.tflite", "model_full_integer_quant.tflite"),
     Precision.int8_dynamic: (("-odrqt",), "model_dynamic_range_quant.tflite", None),
 }
+OUTPUTS[Precision.int8_static] = OUTPUTS[Precision.int8]      # onnx2tf has one static int8 recipe
 
 
 def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Calibration | None) -> list[str]:
@@ -64,7 +65,7 @@ def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Cal
         np.save(work / SAMPLE_FILE, _sample(images))
         args = [sys.executable, "-m", "onnx2tf", "-i", "model.onnx", "-o", "out", "-v", "error", *extra_args,
                 "-cind", ONNX_INPUT, "inputs.npy", "[[[[0.0,0.0,0.0]]]]", "[[[[1.0,1.0,1.0]]]]"]
-        if spec.precision is Precision.int8:
+        if spec.precision in (Precision.int8, Precision.int8_static):
             notes.append(f"int8 static (per-channel weights) calibrated on {source_note(calibration, len(images))}")
         log = _run(args, work)
 

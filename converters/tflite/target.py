@@ -41,11 +41,11 @@ class TFLiteOptions:
 class TFLiteTarget(BaseTarget):
     name = "tflite"
     suffix = ".tflite"
-    precisions = (Precision.fp32, Precision.fp16, Precision.int8, Precision.int8_dynamic)
+    precisions = (Precision.fp32, Precision.fp16, Precision.int8, Precision.int8_static, Precision.int8_dynamic)
     converters = tuple(CONVERTERS)
     Options = TFLiteOptions
-    calibrated = (Precision.int8,)
-    int8_io_precisions = (Precision.int8,)
+    calibrated = (Precision.int8, Precision.int8_static)
+    int8_io_precisions = (Precision.int8, Precision.int8_static)
 
     def unavailable_reason(self) -> str | None:
         missing = [m for m in ("ai_edge_litert", "litert_torch", "torchao") if importlib.util.find_spec(m) is None]
@@ -115,7 +115,7 @@ def _describe(path: Path, facts: TfliteFacts, precision: Precision, converter: s
               notes: tuple[str, ...] | list[str]) -> Artifact:
     notes = list(notes)
     inner = facts.ops.get("DEQUANTIZE", 0) + facts.ops.get("QUANTIZE", 0)
-    if precision is Precision.int8 and inner > 2:
+    if precision in (Precision.int8, Precision.int8_static) and inner > 2:
         notes.append(f"mixed int8/float graph: {inner} QUANTIZE/DEQUANTIZE ops "
                      "(ops without int8 kernels run in float)")
     return Artifact(path, "tflite", precision, facts.inputs, facts.outputs, converter, tuple(notes))

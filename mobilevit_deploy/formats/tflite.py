@@ -179,6 +179,43 @@ def nchw_input(data: bytes) -> bytes:
     return _write_model(model, {old: new})
 
 
+def float_islands(data: bytes, op_names: tuple[str, ...]) -> tuple[bytes, int]:
+    """Each int8 op named in `op_names` computed in float instead: DEQUANTIZE its int8 inputs, run it on
+    float32, QUANTIZE its outputs back to the original int8 tensors (same scale and zero point).
+    For int8 ops the XNNPACK delegate does not take (GELU): a float op inside the delegate is cheaper
+    than an int8 reference kernel that splits the delegated graph. Returns (bytes, ops rewritten)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model, graph = _read_model(data)
+    wanted = {getattr(schema.BuiltinOperator, name) for name in op_names}
+    operators, count = [], 0
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if builtin not in wanted or graph.tensors[op.inputs[0]].type != schema.TensorType.INT8:
+            operators.append(op)
+            continue
+        inputs = []
+        for t in op.inputs:
+            if t >= 0 and graph.tensors[t].type == schema.TensorType.INT8:
+                f = _add_tensor(model, graph, t, "_float", schema.TensorType.FLOAT32, keep_quantization=False)
+                operators.append(_op(model, schema.BuiltinOperator.DEQUANTIZE, [t], [f]))
+                inputs.append(f)
+            else:
+                inputs.append(t)
+        outputs, requantize = [], []
+        for t in op.outputs:
+            f = _add_tensor(model, graph, t, "_float", schema.TensorType.FLOAT32, keep_quantization=False)
+            requantize.append(_op(model, schema.BuiltinOperator.QUANTIZE, [f], [t]))
+            outputs.append(f)
+        op.inputs, op.outputs = inputs, outputs
+        operators.append(op)
+        operators.extend(requantize)
+        count += 1
+    graph.operators = operators
+    return _write_model(model, {}), count
+
+
 def _read_model(data: bytes):
     from ai_edge_litert.tools import flatbuffer_utils
 

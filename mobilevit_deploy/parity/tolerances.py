@@ -53,6 +53,7 @@ TOLERANCES: dict[tuple[str, Precision], Tolerance] = {
     ("tflite", Precision.fp32): _FP32,
     ("tflite", Precision.fp16): _FP16,
     ("tflite", Precision.int8): _INT8,
+    ("tflite", Precision.int8_static): _INT8,
     ("tflite", Precision.int8_dynamic): _INT8,
     ("coreml", Precision.fp32): _FP32,
     ("coreml", Precision.fp16): _FP16,
@@ -61,6 +62,9 @@ TOLERANCES: dict[tuple[str, Precision], Tolerance] = {
     ("coreml", Precision.palettize4): _WEIGHTS_LOWBIT,
     ("coreml", Precision.int4): _WEIGHTS_LOWBIT,
     ("coreml", Precision.w8a8): _INT8,
+    ("executorch", Precision.fp32): _FP32,
+    ("executorch", Precision.int8): _INT8,
+    ("executorch", Precision.int8_dynamic): _INT8,
 }
 
 
