@@ -28,6 +28,7 @@ bench: install
 	$(PY) benchmarks/fusion_latency.py
 	$(PY) benchmarks/runtime_latency.py
 	$(PY) benchmarks/tflite_latency.py
+	$(PY) benchmarks/int8_recipes.py
 
 clean:
 	rm -rf mvdeploy-out .pytest_cache

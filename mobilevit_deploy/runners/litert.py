@@ -108,6 +108,12 @@ class LiteRTRunner(Runner):
                                  [self._feed(np.asarray(image, dtype=np.float32)[:1])])
         return reply["times_ms"]
 
+    def delegation(self) -> dict:
+        """{"ops": N, "delegated": D, "not_delegated": {op name: count}}: what XNNPACK takes of the graph."""
+        self._require_active()
+        reply, _ = self._request({"op": "delegation", "path": str(self.artifact.path), "num_threads": self.num_threads})
+        return {"ops": reply["ops"], "delegated": reply["delegated"], "not_delegated": reply["not_delegated"]}
+
     def tensor_details(self) -> list[dict]:
         """Every tensor the interpreter holds: index, name, shape, dtype, scale, zero_point."""
         self._require_active()
@@ -119,6 +125,20 @@ class LiteRTRunner(Runner):
         self._require_active()
         _, arrays = self._request({"op": "tensor", "index": int(index)})
         return arrays[0]
+
+    def op_details(self) -> list[dict]:
+        """Every op in execution order: index, op_name, inputs and outputs (tensor indices)."""
+        self._require_active()
+        reply, _ = self._request({"op": "ops"})
+        return reply["ops"]
+
+    def infer_tensors(self, x: np.ndarray, indices: list[int]) -> list[np.ndarray]:
+        """One canonical image [1, 3, H, W] -> the tensors asked for, as the interpreter holds them
+        (layout and dtype unchanged; intermediates need preserve_all_tensors=True)."""
+        self._require_active()
+        _, arrays = self._request({"op": "infer_tensors", "indices": [int(i) for i in indices]},
+                                  [self._feed(np.asarray(x, dtype=np.float32)[:1])])
+        return arrays
 
     def _feed(self, x: np.ndarray) -> np.ndarray:
         """Canonical [1, 3, H, W] float32 -> what the interpreter's input takes (layout, int8)."""

@@ -75,12 +75,55 @@ def tensor(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply:
     return {}, [worker.loaded().get_tensor(header["index"])]
 
 
+def ops(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply:
+    """Every op in execution order: index, op name, input and output tensor indices."""
+    return {"ops": [{"index": int(op["index"]), "op_name": str(op["op_name"]),
+                     "inputs": [int(i) for i in op["inputs"]], "outputs": [int(i) for i in op["outputs"]]}
+                    for op in worker.loaded()._get_ops_details()]}, []
+
+
+def infer_tensors(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply:
+    """One inference, then the tensors asked for by index (intermediates need preserve_all_tensors)."""
+    interpreter = worker.loaded()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], arrays[0])
+    interpreter.invoke()
+    return {}, [interpreter.get_tensor(int(i)) for i in header["indices"]]
+
+
+def delegation(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply:
+    """Which ops the default delegate (XNNPACK) takes. A second interpreter with delegate node fusion off
+    has one DELEGATE node per delegated op; an op whose outputs a DELEGATE node produces was taken."""
+    from ai_edge_litert import interpreter as litert
+
+    probe = litert.Interpreter(model_path=header["path"], num_threads=header["num_threads"],
+                               experimental_disable_delegate_node_fusion=True)
+    probe.allocate_tensors()
+    nodes = probe._interpreter
+    producer, delegated_outputs, ops = {}, set(), []
+    for i in range(nodes.NumNodes()):
+        name, outputs = nodes.NodeName(i), [int(o) for o in nodes.NodeOutputs(i)]
+        if name == "DELEGATE":
+            delegated_outputs.update(outputs)
+        else:
+            ops.append(name)
+            producer.update({o: len(ops) - 1 for o in outputs})
+    taken = {producer[o] for o in delegated_outputs if o in producer}
+    kept: dict[str, int] = {}
+    for i, name in enumerate(ops):
+        if i not in taken:
+            kept[name] = kept.get(name, 0) + 1
+    return {"ops": len(ops), "delegated": len(taken), "not_delegated": kept}, []
+
+
 HANDLERS: dict[str, Callable[[Worker, dict, list[np.ndarray]], Reply]] = {
+    "delegation": delegation,
     "load": load,
     "infer": infer,
     "time": time_invoke,
     "tensor_details": tensor_details,
     "tensor": tensor,
+    "ops": ops,
+    "infer_tensors": infer_tensors,
 }
 
 
