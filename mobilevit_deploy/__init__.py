@@ -45,25 +45,34 @@ def get_target(name: str) -> "Target":
     return _get(name)
 
 
-def convert(model: "str | PreparedModel", target: str = "tflite", precision: str = "fp32", *,
+def convert(model: "str | PreparedModel | torch.nn.Module", target: str = "tflite", precision: str = "fp32", *,
             out: str | Path = "mvdeploy-out", weights: str | Path | None = None, image_size: int | None = None,
             num_classes: int | None = None, calib_data: str | Path | None = None, data: str | Path | None = None,
             layout: str = "nchw", converter: str | None = None, check: bool = True, fuse: bool = True,
-            strict: bool = True, **options) -> "ConvertResult":
+            strict: bool = True, name: str | None = None, preprocess=None, **options) -> "ConvertResult":
     """Convert a model for a target and check parity against PyTorch.
 
-    `model`: a built-in name or a PreparedModel. `options`: the target's own options (e.g. ios=18 for
+    `model`: a built-in name, a PreparedModel, or your own torch.nn.Module (one [N, 3, H, W] image batch
+    in, logits out; give `image_size`, and `preprocess=Preprocess(...)` if it expects mean/std). `options`: the target's own options (e.g. ios=18 for
     coreml); a name the target does not take is an OptionsError. `calib_data`: a folder or "synthetic"
     for precisions that calibrate (default: the reference checkpoint's training images).
     With `strict` (the default) a failed parity check raises ParityError, carrying the report; the
     failed file is still written, with its report, for inspection.
     """
     from .calibration import calibration_for
-    from .pipeline import convert as _convert, parity_inputs, prepare_model as _prepare
+    from .errors import InvalidValueError
+    from .pipeline import PreparedModel, convert as _convert, parity_inputs, prepare_model as _prepare, prepare_module
     from .spec import Layout, Precision, parse_choice
     from .targets import get_target as _get
 
-    prepared = model if not isinstance(model, str) else _prepare(model, weights, num_classes, image_size)
+    if isinstance(model, str):
+        prepared = _prepare(model, weights, num_classes, image_size)
+    elif isinstance(model, PreparedModel):
+        prepared = model
+    else:
+        if image_size is None:
+            raise InvalidValueError("a custom module needs image_size= (the square input side it is exported at)")
+        prepared = prepare_module(model, image_size, name=name, preprocess=preprocess)
     chosen = _get(target)
     spec = prepared.spec(parse_choice(Precision, precision, "precision"), layout=parse_choice(Layout, layout, "layout"),
                          converter=converter,

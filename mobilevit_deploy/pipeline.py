@@ -18,7 +18,7 @@ from torch import nn
 from .calibration import UNVALIDATED_NOTE
 from .checkpoints import REFERENCE_CHECKPOINTS, ReferenceCheckpoint
 from .data import load_folder, read_labels, synthetic_images
-from .errors import ArtifactError, DataError, InputSizeError, ShapeMismatchError
+from .errors import ArtifactError, DataError, InputSizeError, ShapeMismatchError, first_line
 from .fusion import fuse
 from .models import create_model, model_config
 from .models.weights import load_weights
@@ -85,6 +85,35 @@ def prepare_model(name: str, weights: Path | str | None = None, num_classes: int
         return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size), RANDOM)
     load_weights(model, Path(weights), name)
     return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size), str(weights))
+
+
+def prepare_module(module: nn.Module, image_size: int, name: str | None = None,
+                   preprocess: Preprocess | None = None, labels: list[str] | None = None) -> PreparedModel:
+    """A user's own nn.Module (one NCHW image batch in, logits or one tensor out) as the source of truth.
+    `preprocess` says what its input expects (default: RGB scaled to [0, 1], no mean/std)."""
+    import torch
+
+    from .errors import InvalidValueError
+
+    if not isinstance(module, nn.Module):
+        raise InvalidValueError(f"expected a torch.nn.Module, got {type(module).__name__}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 8 <= image_size <= 2048:
+        raise InvalidValueError(f"image_size must be an integer between 8 and 2048 for a custom module; got {image_size!r}")
+    module = module.eval()
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(1, 3, image_size, image_size))
+    except Exception as e:
+        raise InvalidValueError(f"the module does not take a [1, 3, {image_size}, {image_size}] image batch: "
+                                f"{type(e).__name__}: {first_line(e)}") from None
+    if not isinstance(out, torch.Tensor) or out.ndim < 2 or out.shape[0] != 1:
+        raise InvalidValueError("the module must return one tensor [N, ...] (e.g. logits [N, K]); "
+                                f"it returned {type(out).__name__}{tuple(getattr(out, 'shape', ()))}")
+    classes = int(out[0].numel())
+    preprocess = preprocess or Preprocess(image_size, image_size)
+    name = name or type(module).__name__.lower()
+    return PreparedModel(name, module, image_size, classes, preprocess.with_size(image_size), f"user module {name}",
+                         labels)
 
 
 def prepare_reference(reference: ReferenceCheckpoint, image_size: int | None = None) -> PreparedModel:
