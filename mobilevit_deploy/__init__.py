@@ -19,6 +19,8 @@ from .errors import MvDeployError, ParityError
 from .versions import version_of
 
 if TYPE_CHECKING:                                   # pragma: no cover
+    import torch
+
     from .parity import ParityReport
     from .pipeline import ConvertResult, PreparedModel
     from .targets import Target
