@@ -168,15 +168,38 @@ def convert(
 @app.command()
 def check(
     artifact: Annotated[Path, typer.Argument(help="an exported file (.onnx, .tflite, .mlpackage)")],
-    model: Annotated[str, typer.Option("--model", help="the PyTorch model it should match")],
+    model: Annotated[Optional[str], typer.Option("--model", help="the PyTorch model it should match (not needed with --golden)")] = None,
     weights: WeightsOpt = None,
     num_classes: NumClassesOpt = None,
     data: DataOpt = None,
+    save_golden: Annotated[Optional[Path], typer.Option("--save-golden", help="also write the inputs and this file's outputs to DIR")] = None,
+    golden: Annotated[Optional[Path], typer.Option("--golden", help="check against outputs saved with --save-golden, without PyTorch")] = None,
 ) -> None:
-    """Check any artifact (also one mvdeploy did not make) against the PyTorch model."""
+    """Check any artifact (also one mvdeploy did not make) against the PyTorch model, or against golden outputs."""
+    from .errors import InvalidValueError
     from .parity import parity_path
+
+    if golden is not None:
+        from .golden import check_golden
+
+        if save_golden is not None:
+            raise InvalidValueError("--golden and --save-golden do not go together: check first, then save")
+        report = check_golden(artifact, golden)
+        table = _parity_table()
+        _parity_row(table, _shown(artifact.name), report.precision, _artifact_size(artifact), report, None)
+        console.print(table)
+        console.print(f"engine: {report.engine}; against {report.reference}; {'; '.join(report.notes)}", highlight=False)
+        _print_failures(report)
+        if not report.passed:
+            raise typer.Exit(1)
+        return
+    if model is None:
+        raise InvalidValueError("pass --model NAME (the PyTorch model the file should match), or --golden DIR")
     from .pipeline import check_file
 
+    if save_golden is not None:
+        from .outputs import check_folder
+        check_folder(save_golden, "--save-golden")
     loaded, report = check_file(artifact, model, weights, num_classes, data, progress=True)
     table = _parity_table()
     _parity_row(table, _shown(artifact.name), loaded.precision.value, loaded.size_bytes, report, None)
@@ -184,7 +207,57 @@ def check(
     console.print(f"engine: {report.engine}; report: {_shown(parity_path(artifact))}", highlight=False)
     _print_failures(report)
     if not report.passed:
+        if save_golden is not None:
+            err_console.print("  no golden outputs saved: the file failed its check", highlight=False)
         raise typer.Exit(1)
+    if save_golden is not None:
+        from .golden import save_golden as write_golden
+
+        folder = write_golden(artifact, save_golden, model, weights, num_classes, data)
+        console.print(f"golden inputs and outputs: {_shown(folder)}", highlight=False)
+
+
+def _artifact_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
+@app.command()
+def debug(
+    artifact: Annotated[Path, typer.Argument(help="an exported file (.onnx, .tflite, .mlpackage)")],
+    model: Annotated[str, typer.Option("--model", help="the PyTorch model it should match")],
+    weights: WeightsOpt = None,
+    num_classes: NumClassesOpt = None,
+    data: DataOpt = None,
+) -> None:
+    """Find the first layer where a file departs from PyTorch: every module's output, side by side."""
+    from .debug.report import debug_paths
+    from .debug.run import debug_file
+
+    with console.status(f"running {artifact.name} and {model} layer by layer..."):
+        report = debug_file(artifact, model, weights, num_classes, data)
+    table = Table(title=f"{_shown(artifact.name)} against {model}, layer by layer")
+    for col in ("#", "module", "kind", "mapped by", "SQNR dB", "max rel", "cosine min", "SQNR drop dB"):
+        table.add_column(col, justify="left" if col in ("module", "kind", "mapped by") else "right")
+    first = report.first_divergence
+    for i, layer in enumerate(report.layers):
+        style = "red" if layer.module == first else ("yellow" if layer.failures else None)
+        m = layer.metrics
+        table.add_row(str(i), layer.module, layer.kind, layer.method, f"{m.sqnr_db:.1f}", f"{m.max_rel:.2e}",
+                      f"{m.cosine_min:.6f}", f"{layer.sqnr_drop_db:+.1f}", style=style)
+    console.print(table)
+    counts = report.mapped
+    console.print(f"modules mapped: {counts['name']} by name, {counts['matched']} by op kind, shape and order, "
+                  f"{counts['unmapped']} unmapped; engine: {report.engine}", highlight=False)
+    if report.precision != "fp32":
+        worst = ", ".join(f"{r.module} ({r.sqnr_drop_db:+.1f} dB)" for r in report.ranking(5))
+        console.print(f"layers adding the most noise: {worst}", highlight=False)
+    json_path, html_path = debug_paths(artifact)
+    if first is None:
+        console.print(f"[green]no module departs from PyTorch beyond the {report.target} {report.precision} tolerance[/]")
+    else:
+        layer = next(l for l in report.layers if l.module == first)
+        console.print(f"[red]first divergence[/]: {_escape(first)} ({_escape('; '.join(layer.failures))})", highlight=False)
+    console.print(f"written: {_shown(json_path)}, {_shown(html_path)}", highlight=False)
 
 
 @app.command()

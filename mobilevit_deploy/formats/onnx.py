@@ -26,3 +26,31 @@ def read_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]
         raise ArtifactError(f"{path}: expected one image input [1, 3, H, W] or [1, H, W, 3], "
                             f"found {[t.shape for t in inputs]}")
     return tuple(inputs), tuple(_spec_of(o, False) for o in graph.output)
+
+
+def with_intermediate_outputs(path: Path, out_path: Path) -> dict[str, tuple[str, str]]:
+    """Write a copy of the graph whose outputs also list every value a node computes (for debugging:
+    onnxruntime then returns intermediates by name). -> {value name: (node name, op type)} in graph
+    order. The original file is not touched."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:
+        raise ArtifactError(f"cannot read ONNX file {path}: {first_line(e)}") from None
+    graph = model.graph
+    declared = {o.name for o in graph.output}
+    producers: dict[str, tuple[str, str]] = {}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            continue
+        for value in node.output:
+            if value:
+                producers[value] = (node.name, node.op_type)
+                if value not in declared:
+                    graph.output.append(onnx.ValueInfoProto(name=value))
+    try:
+        onnx.save(model, str(out_path))
+    except Exception as e:
+        raise ArtifactError(f"cannot write a debug copy of {path}: {first_line(e)}") from None
+    return producers

@@ -142,3 +142,27 @@ class CoreMLRunner(Runner):
     def _infer(self, x: np.ndarray) -> np.ndarray:
         result = self._backend.predict({self.input_name: self._to_model(x)})
         return self._from_model(result)
+
+    # -- debugging (reference interpreter only) --------------------------------------------------
+
+    def _interpreter(self):
+        self._require_active()
+        if not isinstance(self._backend, _ReferenceInterpreter):
+            raise ArtifactError("intermediate values come from the reference interpreter; "
+                                "open the runner with use_apple_runtime=False")
+        return self._backend.interpreter
+
+    def program_values(self) -> list[tuple[str, str, tuple[int, ...] | None]]:
+        """Every tensor an op of the program computes, in execution order: (name, op type, declared
+        shape, None when not fully known)."""
+        out = []
+        for op in self._interpreter().steps:
+            for var in op.outputs:
+                shape = var.type.shape
+                known = var.type.kind == "tensor" and shape is not None and all(d is not None for d in shape)
+                out.append((var.name, op.type, tuple(shape) if known else None))
+        return out
+
+    def infer_kept(self, x: np.ndarray, keep: set[str]) -> dict[str, object]:
+        """One canonical image [1, 3, H, W] -> the kept tensors by name (and the program's outputs)."""
+        return self._interpreter().run({self.input_name: self._to_model(x)}, keep=keep)

@@ -1,0 +1,90 @@
+"""`debug`: run PyTorch and an exported file side by side, layer by layer, and name where they part."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError
+from ..fusion import fuse
+from ..parity.compare import Metrics, cosine, sqnr_db
+from ..parity.tolerances import tolerance_for
+from .align import UNMAPPED, Mapping, align, counts
+from .capture import capture_torch, engine_capture, workspace
+from .report import DebugReport, LayerRecord, sqnr_drops, write
+
+SYNTHETIC_IMAGES = 2      # per run: seeded synthetic images ...
+REAL_IMAGES = 2           # ... plus real ones (--data, else the reference checkpoint's test split)
+
+
+def _as_reference(candidate: np.ndarray, reference: np.ndarray, layout: str) -> np.ndarray:
+    """An artifact tensor [N, ...] in the PyTorch output's layout [N, ...]."""
+    if layout == "nhwc":
+        candidate = candidate.transpose(0, 1, 4, 2, 3)        # [N, 1, H, W, C] -> [N, 1, C, H, W]
+    return candidate.reshape(reference.shape)
+
+
+def layer_metrics(reference: np.ndarray, candidate: np.ndarray) -> Metrics:
+    """The parity metrics of one layer's outputs [N, D] (no top-k: a feature map has no classes)."""
+    r, c = reference.astype(np.float64), candidate.astype(np.float64)
+    nonfinite = int(c.size - np.count_nonzero(np.isfinite(c)))
+    c = np.where(np.isfinite(c), c, 0.0)
+    err = np.abs(c - r)
+    scale = np.maximum(np.abs(r).max(axis=1), np.finfo(np.float64).tiny)
+    cos = cosine(r, c)
+    return Metrics(max_abs=float(err.max()), mean_abs=float(err.mean()), max_rel=float((err.max(axis=1) / scale).max()),
+                   cosine_min=float(cos.min()), cosine_mean=float(cos.mean()), sqnr_db=sqnr_db(r, c),
+                   top1_agreement=1.0, top5_overlap=1.0, nonfinite=nonfinite)
+
+
+def debug_file(path: Path, model: str, weights: Path | str | None = None, num_classes: int | None = None,
+               data: Path | None = None, write_files: bool = True) -> DebugReport:
+    """Compare every mappable module of the fused PyTorch model (as exported) with the artifact's
+    intermediate values; write <artifact>.debug.json and .debug.html beside it."""
+    from ..pipeline import check_fits, parity_inputs, prepare_model
+    from ..targets import target_for_path
+
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"artifact {path} does not exist")
+    target = target_for_path(path)
+    artifact = target.load(path)
+    classes = num_classes or int(np.prod(artifact.outputs[0].shape[1:]))
+    prepared = prepare_model(model, weights, classes, artifact.inputs[0].image_size)
+    check_fits(artifact, prepared)
+    inputs = parity_inputs(prepared, data, synthetic=SYNTHETIC_IMAGES, real=REAL_IMAGES)
+    exported = fuse(prepared.model).model
+    modules, reference = capture_torch(exported, inputs.images)
+    names = {m.name for m in modules} | {n for n, _ in exported.named_modules() if n}
+
+    with workspace() as tmp, engine_capture(artifact, names, Path(tmp)) as capture:
+        tensors = capture.tensors(inputs.images[0])
+        mappings = align(modules, tensors, capture.nhwc_first)
+        keys = list(dict.fromkeys(m.tensor.key for m in mappings if m.tensor is not None))
+        values = capture.values(keys, inputs.images)
+        engine = capture.engine
+
+    tolerance = tolerance_for(target.name, artifact.precision)
+    kinds = {m.name: m for m in modules}
+    mapped = [m for m in mappings if m.tensor is not None]
+    metrics = [layer_metrics(reference[m.module].reshape(len(inputs.images), -1),
+                             _as_reference(values[m.tensor.key], reference[m.module], m.layout)
+                             .reshape(len(inputs.images), -1)) for m in mapped]
+    drops = sqnr_drops([x.sqnr_db for x in metrics])
+    layers = [_record(m, kinds[m.module], x, drop, tolerance.failures(x, trained=False))
+              for m, x, drop in zip(mapped, metrics, drops)]
+    report = DebugReport(
+        artifact=str(path), model=prepared.name, target=target.name, precision=artifact.precision.value,
+        engine=engine, reference=f"torch, {prepared.name} fused as exported, per module (forward hooks)",
+        images=inputs.describe(), tolerance=tolerance, layers=layers, mapped=counts(mappings),
+        unmapped=[m.module for m in mappings if m.method == UNMAPPED],
+        notes=[f"{len(modules)} modules produce one float tensor per call; "
+               f"{len(tensors)} artifact tensors were candidates"])
+    if write_files:
+        write(report, path)
+    return report
+
+
+def _record(mapping: Mapping, module, metrics, drop: float, failures: list[str]) -> LayerRecord:
+    return LayerRecord(mapping.module, module.kind, mapping.method, mapping.tensor.name, mapping.layout,
+                       list(module.shape), metrics, drop, failures)
