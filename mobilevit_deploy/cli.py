@@ -21,6 +21,8 @@ err_console = Console(stderr=True, width=None if Console(stderr=True).is_termina
 
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help=".safetensors or a PyTorch state dict")]
 DataOpt = Annotated[Optional[Path], typer.Option("--data", help="real images for parity: a folder or ImageFolder tree")]
+WeightsFormatOpt = Annotated[Optional[str], typer.Option(
+    "--weights-format", help="who named the --weights tensors: hf | timm | torchvision [default: detected]")]
 NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="rebuild the head for K classes")]
 
 
@@ -100,6 +102,7 @@ def convert(
     target: Annotated[str, typer.Option("--target", help="onnx, tflite or coreml")] = "tflite",
     precision: Annotated[str, typer.Option("--precision", help="one or more, comma-separated: fp32,fp16,int8,...")] = "fp32",
     weights: WeightsOpt = None,
+    weights_format: WeightsFormatOpt = None,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="square input side")] = None,
     num_classes: NumClassesOpt = None,
     data: DataOpt = None,
@@ -129,7 +132,7 @@ def convert(
     at_least(calib_samples, 1, "--calib-samples")
     out_dir = out or Path("mvdeploy-out") / model
     check_folder(out_dir)
-    prepared = pipeline.prepare_model(model, weights, num_classes, image_size)
+    prepared = pipeline.prepare_model(model, weights, num_classes, image_size, weights_format=weights_format)
     options = _target_options(chosen, ios, image_input, labels, prepared)
     specs = [chosen.check(prepared.spec(p, layout=layout_value, int8_io=int8_io, converter=converter,
                                         options=options), will_calibrate=True) for p in precisions]
@@ -151,6 +154,8 @@ def convert(
     console.print(table)
     console.print(f"weights: {prepared.weights}; parity on {inputs.summary() if inputs else 'nothing (--no-check)'}",
                   highlight=False)
+    for note in prepared.notes:
+        console.print(f"weights: {note}", highlight=False)
     if calibration is not None:
         console.print(f"calibration: {calibration.samples} images from {calibration.source}"
                       + (f" ({calibration.skipped} unreadable files skipped)" if calibration.skipped else ""),
@@ -266,6 +271,7 @@ def bundle(
     platform: Annotated[str, typer.Option("--platform", help="ios or android")] = "android",
     precision: Annotated[Optional[str], typer.Option("--precision", help="default: fp16 for ios, fp32 for android")] = None,
     weights: WeightsOpt = None,
+    weights_format: WeightsFormatOpt = None,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="square input side")] = None,
     num_classes: NumClassesOpt = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="class labels, one per line")] = None,
@@ -292,7 +298,7 @@ def bundle(
     reason = get_target(plat.target).unavailable_reason()
     if reason:
         raise TargetUnavailableError(reason)
-    prepared = pipeline.prepare_model(model, weights, num_classes, image_size)
+    prepared = pipeline.prepare_model(model, weights, num_classes, image_size, weights_format=weights_format)
     class_names = prepared.class_names(labels)
     parity = pipeline.parity_inputs(prepared, data, progress=True)
     golden_inputs, golden_labels = golden_cases(prepared, data, golden)
@@ -314,15 +320,26 @@ def bundle(
 
 
 @app.command()
-def verify(bundle_path: Annotated[Path, typer.Argument(metavar="BUNDLE", help="a bundle folder or its .zip")]) -> None:
-    """Check a bundle: schema, checksums, safe zip paths, golden self-test on this machine."""
+def verify(
+    bundle_path: Annotated[Path, typer.Argument(metavar="BUNDLE", help="a bundle folder or its .zip")],
+    device_outputs: Annotated[Optional[Path], typer.Option(
+        "--device-outputs", metavar="FILE.json",
+        help="the logits an app produced for the golden images (the sample apps' self-test writes "
+             "device_outputs.json); on disagreement, names the preprocessing mistake that explains them")] = None,
+) -> None:
+    """Check a bundle: schema, checksums, safe zip paths, golden self-test on this machine; an app's outputs."""
+    from apps.diagnose import read_device_outputs
     from apps.verify import verify as run_verify
 
-    result = run_verify(bundle_path)
+    device = read_device_outputs(device_outputs) if device_outputs is not None else None
+    result = run_verify(bundle_path, device)
     for line in result.checked:
         console.print(f"[green]ok[/]   {line}", highlight=False)
     for line in result.failures:
-        err_console.print(f"[red]FAIL[/] {line}", highlight=False)
+        err_console.print(f"[red]FAIL[/] {_escape(line)}", highlight=False)
+    if result.device is not None:
+        for line in result.device.details():
+            err_console.print(f"     {_escape(line)}", highlight=False)
     if not result.passed:
         raise typer.Exit(1)
     console.print(f"bundle {bundle_path} verified")
@@ -334,6 +351,7 @@ def report(
     targets: Annotated[str, typer.Option("--targets", help="comma-separated: tflite, coreml, onnx")] = "tflite,coreml",
     precisions: Annotated[str, typer.Option("--precisions", help="comma-separated; each target takes those it supports")] = "fp32,fp16,int8,palettize6,palettize4",
     weights: WeightsOpt = None,
+    weights_format: WeightsFormatOpt = None,
     eval_data: Annotated[Optional[Path], typer.Option("--eval-data", help="ImageFolder tree with labels")] = None,
     calib_data: Annotated[Optional[str], typer.Option("--calib-data", help="calibration folder (disjoint from --eval-data) or 'synthetic'")] = None,
     eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", help="at most this many evaluation images")] = None,
@@ -369,7 +387,7 @@ def report(
     if not pairs:
         raise InvalidValueError(f"nothing to report: none of the targets {', '.join(target_names)} takes "
                                 f"{', '.join(p.value for p in chosen)}")
-    prepared = [pipeline.prepare_model(n, weights) for n in names]
+    prepared = [pipeline.prepare_model(n, weights, weights_format=weights_format) for n in names]
     results = []
     for p in prepared:
         with console.status(f"{p.name}: starting") as status:

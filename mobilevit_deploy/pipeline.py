@@ -9,7 +9,7 @@ Targets are reached through the registry (`targets.get_target`), never imported:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from torch import nn
 from .calibration import UNVALIDATED_NOTE
 from .checkpoints import REFERENCE_CHECKPOINTS, ReferenceCheckpoint
 from .data import load_folder, read_labels, synthetic_images
-from .errors import ArtifactError, DataError, InputSizeError, ShapeMismatchError, first_line
+from .errors import ArtifactError, DataError, InputSizeError, InvalidValueError, ShapeMismatchError, first_line
 from .fusion import fuse
 from .models import create_model, model_config
 from .models.weights import load_weights
@@ -44,6 +44,7 @@ class PreparedModel:
     weights: str                # a path, "random", or "reference:<checkpoint> (...)" (see REFERENCE_CHECKPOINTS)
     labels: list[str] | None = None   # class names, when the weights come with them
     reference: ReferenceCheckpoint | None = None   # the shipped checkpoint these weights are, with its own data
+    notes: list[str] = field(default_factory=list)  # how the weights were read (source layout, folded channel flip)
 
     @property
     def trained(self) -> bool:
@@ -70,11 +71,18 @@ class PreparedModel:
 
 
 def prepare_model(name: str, weights: Path | str | None = None, num_classes: int | None = None,
-                  image_size: int | None = None) -> PreparedModel:
+                  image_size: int | None = None, weights_format: str | None = None) -> PreparedModel:
     """The model in eval mode with its weights: a file; "random" (also Path("random"), as the CLI passes
     it) for the seeded init; None for the model's reference checkpoint when it has one and
-    num_classes is None or the checkpoint's, else the seeded init."""
+    num_classes is None or the checkpoint's, else the seeded init. `weights_format` ("hf", "timm",
+    "torchvision") names who wrote the file; None detects it from the key names."""
     config = model_config(name)
+    if weights_format is not None:
+        from .models.weights import WeightsFormat
+        from .spec import parse_choice
+        parse_choice(WeightsFormat, str(getattr(weights_format, "value", weights_format)), "--weights-format")
+        if weights is None or str(weights) == RANDOM:
+            raise InvalidValueError("--weights-format names who wrote a --weights file: pass --weights FILE too")
     reference = REFERENCE_CHECKPOINTS.get(name)
     if weights is None and reference is not None and num_classes in (None, reference.num_classes):
         return prepare_reference(reference, image_size)
@@ -83,8 +91,9 @@ def prepare_model(name: str, weights: Path | str | None = None, num_classes: int
     model = create_model(name, num_classes=classes, image_size=size)
     if weights is None or str(weights) == RANDOM:
         return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size), RANDOM)
-    load_weights(model, Path(weights), name)
-    return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size), str(weights))
+    report = load_weights(model, Path(weights), name, weights_format)
+    return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size), str(weights),
+                         notes=report.notes)
 
 
 def prepare_module(module: nn.Module, image_size: int, name: str | None = None,
@@ -93,7 +102,6 @@ def prepare_module(module: nn.Module, image_size: int, name: str | None = None,
     `preprocess` says what its input expects (default: RGB scaled to [0, 1], no mean/std)."""
     import torch
 
-    from .errors import InvalidValueError
 
     if not isinstance(module, nn.Module):
         raise InvalidValueError(f"expected a torch.nn.Module, got {type(module).__name__}")
@@ -126,7 +134,7 @@ def prepare_reference(reference: ReferenceCheckpoint, image_size: int | None = N
             f"got {size}: use --image-size {side}, or --weights FILE / --weights random for another size"
         )
     model = create_model(reference.model, num_classes=reference.num_classes, image_size=size)
-    load_weights(model, reference.path, reference.model)
+    load_weights(model, reference.path, reference.model, weights_format="timm")   # shipped in our own names
     preprocess = model_config(reference.model).preprocess.with_size(size)
     return PreparedModel(reference.model, model.eval(), size, reference.num_classes, preprocess,
                          reference.describe(), list(reference.labels), reference=reference)
@@ -208,7 +216,7 @@ def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, 
         failures = tolerance.failures(metrics, trained=prepared.trained)
     except (ArtifactError, ShapeMismatchError) as e:   # a crash or a load failure is a failed check
         metrics, failures = None, [str(e)]
-    notes = list(artifact.notes)
+    notes = [*prepared.notes, *artifact.notes]
     if not prepared.trained:
         notes.append("weights are random: a weak test of quantization; prefer trained weights and --data")
     return ParityReport(

@@ -1,26 +1,72 @@
-"""Checkpoints: safetensors or a plain state dict (weights_only), an explicit rename table, one strict check."""
+"""Checkpoints: safetensors or a plain state dict (weights_only), read through the rename table of the
+source that wrote them (timm's names are ours; Hugging Face and torchvision are translated, see
+`sources/`), then one strict check that lists missing keys, unexpected keys and shape mismatches.
+"""
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import WeightMismatchError, WeightsError, first_line
+from ..errors import WeightMismatchError, WeightsError, did_you_mean, first_line
+from .sources import FOREIGN_TABLES, TIMM, RenameTable, table_for
 
-# Keys some public checkpoints use that differ from ours: (old prefix, new prefix). Applied in order.
-RENAMES: tuple[tuple[str, str], ...] = (
-    ("module.", ""),          # saved from DataParallel / DDP
-)
-# Checkpoints that wrap the state dict in a dict under one of these keys.
-WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
+# Checkpoints that wrap the state dict in a dict under one of these keys (tried in order).
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema")
+# Key prefixes of wrapped models (DataParallel / DDP, Lightning-style `self.model`): removed when every key has one.
+PREFIXES = ("module.", "model.")
+# What Hugging Face's save_pretrained writes into a folder, in the order we look for it.
+FOLDER_FILES = ("model.safetensors", "pytorch_model.bin")
+PROCESSOR_CONFIG = "preprocessor_config.json"   # Hugging Face's image processor settings, beside the weights
+CHANNEL_FLIP_NOTE = "BGR->RGB channel flip folded into the stem conv: the model takes RGB like every mvdeploy model"
 
 
-def read_state_dict(path: Path) -> dict[str, Tensor]:
-    """Tensors from a .safetensors file or a torch state dict loaded with weights_only=True."""
+class WeightsFormat(str, Enum):
+    """Who named the checkpoint's tensors (`--weights-format`); None (not given) detects it from the keys."""
+
+    hf = "hf"
+    timm = "timm"
+    torchvision = "torchvision"
+
+
+WEIGHTS_FORMATS = tuple(f.value for f in WeightsFormat)
+
+
+@dataclass
+class LoadReport:
+    """How a checkpoint was read: the layout of its keys and what was done on the way."""
+
+    source: str                                     # "timm", "hf" or "torchvision"
+    notes: list[str] = field(default_factory=list)  # unwrapping, prefixes, dropped buffers, a folded channel flip
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading a file into a flat {name: tensor} dict
+# ---------------------------------------------------------------------------------------------------
+
+def weights_file(path: Path) -> Path:
+    """`path` itself, or inside a folder (as save_pretrained writes it) model.safetensors / pytorch_model.bin."""
     path = Path(path)
+    if path.is_dir():
+        found = next((path / name for name in FOLDER_FILES if (path / name).is_file()), None)
+        if found is None:
+            sharded = " (sharded checkpoints are not supported)" if any(path.glob("*.index.json")) else ""
+            raise WeightsError(f"folder {path} holds none of {', '.join(FOLDER_FILES)}{sharded}")
+        return found
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
+    return path
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], list[str]]:
+    """Tensors from a .safetensors file or a torch checkpoint loaded with weights_only=True, unwrapped
+    from a training checkpoint's dict and stripped of wrapper prefixes; plus notes saying what was done."""
+    path = weights_file(path)
+    notes: list[str] = []
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -33,32 +79,160 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     for key in WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+            notes.append(f"state dict read from the checkpoint's '{key}' entry")
             break
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise WeightsError(f"{path} holds no state dict of tensors")
-    return state
+    state, stripped = strip_prefixes(state)
+    if stripped:
+        notes.append(f"key prefix {''.join(stripped)!r} removed")
+    return state, notes
 
 
-def rename_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    out = {}
-    for key, value in state.items():
-        for old, new in RENAMES:
-            if key.startswith(old):
-                key = new + key[len(old):]
-        out[key] = value
-    return out
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """The tensors of a checkpoint, unwrapped and without wrapper prefixes (see `read_checkpoint`)."""
+    return read_checkpoint(path)[0]
 
 
-def load_weights(model: nn.Module, path: Path, model_name: str) -> None:
-    """Load `path` into `model` strictly: any missing key, unexpected key or shape mismatch is an error."""
-    state = rename_keys(read_state_dict(path))
+def strip_prefixes(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Remove PREFIXES shared by every key, repeatedly (`module.model.` too); returns what was removed."""
+    stripped = []
+    while True:
+        prefix = next((p for p in PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            return state, stripped
+        state = {k[len(prefix):]: v for k, v in state.items()}
+        stripped.append(prefix)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Which rename table
+# ---------------------------------------------------------------------------------------------------
+
+def model_family(model: nn.Module) -> str | None:
+    """The family of one of our models ("mobilevit", "swin": its config says), None for any other module."""
+    return getattr(getattr(model, "cfg", None), "family", None)
+
+
+def choose_table(state: dict[str, Tensor], model: nn.Module, model_name: str, path: Path,
+                 weights_format: str | None = None) -> RenameTable:
+    """The table named by `weights_format`, else the one whose signature key the checkpoint has, else
+    ours (timm) when any key is one of the model's; anything else is a WeightsError naming what was seen."""
+    family = model_family(model)
+    if weights_format is not None:
+        source = weights_format.value if isinstance(weights_format, WeightsFormat) else str(weights_format)
+        if source not in WEIGHTS_FORMATS:
+            raise WeightsError(f"unknown weights format '{source}' ({did_you_mean(source, WEIGHTS_FORMATS)})")
+        table = table_for(source, family)
+        if table is None:
+            have = ", ".join(t.family for t in FOREIGN_TABLES if t.source == source)
+            raise WeightsError(f"--weights-format {source} has no layout for {model_name} "
+                               f"({family or type(model).__name__}); {source} covers: {have}")
+        return table
+    detected = next((t for t in FOREIGN_TABLES if t.matches(state)), None)
+    if detected is not None:
+        if detected.family != family:
+            raise WeightsError(f"{Path(path).name} holds {detected.description} weights; "
+                               f"{model_name} is a {family or type(model).__name__} model")
+        return detected
     own = model.state_dict()
-    missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
-    unexpected = sorted(k for k in state if k not in own)
-    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                    for k in own if k in state and state[k].shape != own[k].shape)
+    if any(k in own for k in state):
+        return TIMM
+    example = ", ".join(sorted(state)[:2])
+    raise WeightsError(f"cannot tell which layout {Path(path).name} uses: none of its {len(state)} keys "
+                       f"(e.g. {example}) names a tensor of {model_name} as timm, Hugging Face or torchvision "
+                       f"do; name it with --weights-format {'|'.join(WEIGHTS_FORMATS)}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Translating and loading
+# ---------------------------------------------------------------------------------------------------
+
+def translate(state: dict[str, Tensor], table: RenameTable, own: dict[str, Tensor],
+              model_label: str) -> tuple[dict[str, Tensor], list[str]]:
+    """Our state dict from a foreign one, strictly: every tensor of ours found with its shape, every
+    foreign tensor used (derived buffers excepted). Raises WeightMismatchError listing, in the
+    checkpoint's own names, the keys missing, the keys left over and the shapes that differ."""
+    notes = []
+    state = {table.normalize(k): v for k, v in state.items()}
+    derived = {k for k in state if table.is_derived(k)}
+    if derived:
+        kinds = sorted({k.rsplit(".", 1)[-1] for k in derived})
+        notes.append(f"{len(derived)} buffers derived from the config ignored ({', '.join(kinds)})")
+    state = {k: v for k, v in state.items() if k not in derived}
+
+    loaded, used, missing, shapes = {}, set(), [], []
+    for key, target in own.items():
+        names = table.foreign_names(key)
+        present = [n for n in names if n in state]
+        used.update(present)
+        if len(present) < len(names):
+            if not key.endswith("num_batches_tracked"):     # older BatchNorms did not save it
+                missing += [n for n in names if n not in state]
+            continue
+        part_shape = (target.shape[0] // len(names), *target.shape[1:]) if len(names) > 1 else tuple(target.shape)
+        wrong = [f"{n} {tuple(state[n].shape)} vs {part_shape}" for n in names if tuple(state[n].shape) != part_shape]
+        if wrong:
+            shapes += wrong
+            continue
+        loaded[key] = torch.cat([state[n] for n in names]) if len(names) > 1 else state[names[0]]
+    unexpected = sorted(set(state) - used)
     if missing or unexpected or shapes:
-        raise WeightMismatchError(model_name, missing, unexpected, shapes)
+        raise WeightMismatchError(model_label, sorted(missing), unexpected, sorted(shapes))
+    return loaded, notes
+
+
+def flips_channels(table: RenameTable, path: Path) -> tuple[bool, str | None]:
+    """Whether the source fed its model BGR. Hugging Face's MobileViT processor does unless the
+    preprocessor_config.json saved beside the weights says `do_flip_channel_order: false`."""
+    if table.bgr_stem is None:
+        return False, None
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    config = folder / PROCESSOR_CONFIG
+    if not config.is_file():
+        return True, None
+    try:
+        flip = json.loads(config.read_text()).get("do_flip_channel_order", True)
+    except (OSError, ValueError, AttributeError) as e:
+        raise WeightsError(f"cannot read {config}: {type(e).__name__}: {first_line(e)}") from None
+    if flip:
+        return True, None
+    return False, f"{config.name} beside the weights sets do_flip_channel_order false: the model takes RGB as trained"
+
+
+def load_weights(model: nn.Module, path: Path, model_name: str, weights_format: str | None = None) -> LoadReport:
+    """Load `path` into `model` strictly through the rename table of its source (`weights_format`, or
+    detected from the keys): any missing key, unexpected key or shape mismatch is an error. A source
+    that fed its model BGR gets the channel flip folded into the stem conv, so the model takes RGB."""
+    state, notes = read_checkpoint(path)
+    table = choose_table(state, model, model_name, path, weights_format)
+    label = model_name if table is TIMM else f"{model_name} (keys read as {table.description})"
+    own = model.state_dict()
+    loaded, translate_notes = translate(state, table, own, label)
+    if table is not TIMM:
+        notes.insert(0, f"weights read as {table.description} ({table.source}) and renamed to mvdeploy's")
+    notes += translate_notes
+    flip, flip_note = flips_channels(table, path)
+    if flip:
+        loaded[table.bgr_stem] = loaded[table.bgr_stem].flip(1)    # [out, in=BGR, k, k] -> [out, in=RGB, k, k]
+        notes.append(CHANNEL_FLIP_NOTE)
+    elif flip_note:
+        notes.append(flip_note)
     with torch.no_grad():
-        for k, v in state.items():
-            own[k].copy_(v.to(own[k].dtype))
+        for key, value in loaded.items():
+            own[key].copy_(value.to(own[key].dtype))
+    return LoadReport(table.source, notes)
+
+
+def foreign_state_dict(model: nn.Module, table: RenameTable) -> dict[str, Tensor]:
+    """`model`'s tensors as `table`'s source names them (the inverse of loading, flip included):
+    what that source would have saved. Derived buffers are not written. Round-trip tests use it."""
+    out = {}
+    for key, value in model.state_dict().items():
+        if key == table.bgr_stem:
+            value = value.flip(1)
+        names = table.foreign_names(key)
+        parts = value.chunk(len(names)) if len(names) > 1 else (value,)
+        for name, part in zip(names, parts):
+            out[name] = part.clone()
+    return out
