@@ -102,7 +102,6 @@ def prepare_module(module: nn.Module, image_size: int, name: str | None = None,
     `preprocess` says what its input expects (default: RGB scaled to [0, 1], no mean/std)."""
     import torch
 
-
     if not isinstance(module, nn.Module):
         raise InvalidValueError(f"expected a torch.nn.Module, got {type(module).__name__}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or not 8 <= image_size <= 2048:
