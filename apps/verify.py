@@ -1,4 +1,5 @@
-"""`mvdeploy verify BUNDLE`: schema, checksums, safe zip paths, and the golden self-test on the host.
+"""`mvdeploy verify BUNDLE`: schema, checksums, safe zip paths, and the golden self-test on the host;
+with an app's device outputs, their comparison and the preprocessing diagnosis (apps/diagnose.py).
 
 Every problem is one line; the bundle passes only when the list is empty.
 """
@@ -19,6 +20,7 @@ from mobilevit_deploy.parity import compare
 from mobilevit_deploy.spec import Layout
 from mobilevit_deploy.targets import get_target
 
+from .diagnose import DeviceCheck, DeviceOutputs, check_device_outputs
 from .manifest import MANIFEST, bundle_files, schema_failures, sha256
 
 
@@ -28,6 +30,7 @@ class Verification:
     failures: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)      # what was checked and held
     engine: str | None = None
+    device: DeviceCheck | None = None                     # the app's outputs, when given
 
     @property
     def passed(self) -> bool:
@@ -92,7 +95,23 @@ def _golden(root: Path, manifest: dict, result: Verification) -> None:
     result.checked.append(f"{len(expected)} golden cases on {result.engine}")
 
 
-def verify_folder(root: Path, result: Verification) -> Verification:
+def _device(root: Path, manifest: dict, device: DeviceOutputs, result: Verification) -> None:
+    if result.failures:
+        result.failures.append("device outputs not checked: the golden self-test fails on this host already")
+        return
+    try:
+        result.device = check_device_outputs(root, manifest, device)
+    except MvDeployError as e:
+        result.failures.append(str(e))
+        return
+    except (ValueError, OSError, KeyError, TypeError) as e:      # golden files that do not fit the manifest
+        result.failures.append(f"device outputs could not be checked: {type(e).__name__}: {first_line(e)}")
+        return
+    result.checked.extend(c.line(result.device.bound) for c in result.device.cases if c.passed)
+    result.failures.extend(result.device.failures())
+
+
+def verify_folder(root: Path, result: Verification, device: DeviceOutputs | None = None) -> Verification:
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         result.failures.append(f"{MANIFEST} is missing")
@@ -132,14 +151,17 @@ def verify_folder(root: Path, result: Verification) -> Verification:
         result.failures.append(f"golden self-test could not run: {e}")
     except (ValueError, OSError, KeyError, TypeError) as e:      # golden files that do not fit the manifest
         result.failures.append(f"golden self-test could not run: {type(e).__name__}: {first_line(e)}")
+    if device is not None:
+        _device(root, manifest, device, result)
     return result
 
 
-def verify(bundle: Path) -> Verification:
+def verify(bundle: Path, device: DeviceOutputs | None = None) -> Verification:
+    """Check a bundle folder or zip; with `device` (read_device_outputs), also the app's own outputs."""
     bundle = Path(bundle)
     result = Verification(str(bundle))
     if bundle.is_dir():
-        return verify_folder(bundle, result)
+        return verify_folder(bundle, result, device)
     if not bundle.is_file():
         result.failures.append(f"{bundle} does not exist")
         return result
@@ -163,4 +185,4 @@ def verify(bundle: Path) -> Verification:
         root = Path(tmp)
         if len(tops) == 1 and (root / next(iter(tops))).is_dir():     # the zip holds one bundle folder
             root = root / next(iter(tops))
-        return verify_folder(root, result)
+        return verify_folder(root, result, device)

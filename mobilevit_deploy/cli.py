@@ -336,10 +336,10 @@ def verify(
     for line in result.checked:
         console.print(f"[green]ok[/]   {line}", highlight=False)
     for line in result.failures:
-        err_console.print(f"[red]FAIL[/] {_escape(line)}", highlight=False)
+        err_console.print(f"[red]FAIL[/] {_escape(line)}", highlight=False, soft_wrap=True)
     if result.device is not None:
         for line in result.device.details():
-            err_console.print(f"     {_escape(line)}", highlight=False)
+            err_console.print(f"     {_escape(line)}", highlight=False, soft_wrap=True)
     if not result.passed:
         raise typer.Exit(1)
     console.print(f"bundle {bundle_path} verified")

@@ -23,9 +23,14 @@ class Classifier(context: Context) : AutoCloseable {
             (bitmap.height * scale).roundToInt().coerceAtLeast(BundleSpec.CROP), true)
         val left = (resized.width - BundleSpec.CROP) / 2
         val top = (resized.height - BundleSpec.CROP) / 2
+        return toInput(Bitmap.createBitmap(resized, left, top, BundleSpec.CROP, BundleSpec.CROP))
+    }
+
+    /** A CROP x CROP image (a cropped photo, or a golden image as is): scale, mean/std, the model's layout. */
+    fun toInput(square: Bitmap): FloatArray {
         val side = BundleSpec.CROP
         val pixels = IntArray(side * side)
-        resized.getPixels(pixels, 0, side, left, top, side, side)
+        square.getPixels(pixels, 0, side, 0, 0, side, side)
         val out = FloatArray(3 * side * side)
         for (i in pixels.indices) {
             val rgb = floatArrayOf(((pixels[i] shr 16) and 0xFF) / 255f, ((pixels[i] shr 8) and 0xFF) / 255f, (pixels[i] and 0xFF) / 255f)
