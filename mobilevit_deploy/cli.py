@@ -99,7 +99,7 @@ def _target_options(target, ios: int | None, image_input: bool, labels_file: Pat
 @app.command()
 def convert(
     model: Annotated[str, typer.Argument(help="model name (see `mvdeploy models`)")] = "mobilevit_xxs",
-    target: Annotated[str, typer.Option("--target", help="onnx, tflite or coreml")] = "tflite",
+    target: Annotated[str, typer.Option("--target", help="onnx, tflite, coreml or executorch")] = "tflite",
     precision: Annotated[str, typer.Option("--precision", help="one or more, comma-separated: fp32,fp16,int8,...")] = "fp32",
     weights: WeightsOpt = None,
     weights_format: WeightsFormatOpt = None,
@@ -172,7 +172,7 @@ def convert(
 
 @app.command()
 def check(
-    artifact: Annotated[Path, typer.Argument(help="an exported file (.onnx, .tflite, .mlpackage)")],
+    artifact: Annotated[Path, typer.Argument(help="an exported file (.onnx, .tflite, .mlpackage, .pte)")],
     model: Annotated[Optional[str], typer.Option("--model", help="the PyTorch model it should match (not needed with --golden)")] = None,
     weights: WeightsOpt = None,
     num_classes: NumClassesOpt = None,
@@ -228,7 +228,7 @@ def _artifact_size(path: Path) -> int:
 
 @app.command()
 def debug(
-    artifact: Annotated[Path, typer.Argument(help="an exported file (.onnx, .tflite, .mlpackage)")],
+    artifact: Annotated[Path, typer.Argument(help="an exported file (.onnx, .tflite, .mlpackage, .pte)")],
     model: Annotated[str, typer.Option("--model", help="the PyTorch model it should match")],
     weights: WeightsOpt = None,
     num_classes: NumClassesOpt = None,

@@ -8,7 +8,7 @@ NOT_INSTALLED = "not installed"
 
 # What a report records: everything that can change a converted file or a measured number.
 TOOLS = ("mvdeploy", "torch", "numpy", "onnxruntime", "litert-torch", "ai-edge-litert", "torchao",
-         "coremltools", "onnx2tf", "tensorflow")
+         "coremltools", "onnx2tf", "tensorflow", "executorch")
 
 
 def version_of(package: str, missing: str = NOT_INSTALLED) -> str:

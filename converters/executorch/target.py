@@ -1,0 +1,76 @@
+"""The ExecuTorch target: PyTorch -> .pte (XNNPACK delegate, portable kernels for the rest), run by ExecuTorch.
+
+`convert` checks the request (BaseTarget.check), hands the work to export.py, then reads the written
+file back (formats/pte.py) to describe it: its I/O, how many nodes the XNNPACK delegate took and
+which ops it left to ExecuTorch's portable kernels (the artifact notes say both).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+from torch import nn
+
+from mobilevit_deploy.errors import ArtifactError, ConversionError
+from mobilevit_deploy.formats.pte import PteFacts, precision_of, read_pte
+from mobilevit_deploy.runners.executorch import ExecuTorchRunner
+from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Layout, Precision
+from mobilevit_deploy.targets import BaseTarget
+
+from . import export
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecuTorchOptions:
+    """ExecuTorch takes no options of its own (precision is in the ExportSpec)."""
+
+
+class ExecuTorchTarget(BaseTarget):
+    name = "executorch"
+    suffix = ".pte"
+    precisions = tuple(export.RECIPES)
+    converters = ("xnnpack",)            # the delegate the program is lowered to
+    Options = ExecuTorchOptions
+    calibrated = (Precision.int8,)
+
+    def unavailable_reason(self) -> str | None:
+        missing = [m for m in ("executorch", "torchao") if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"executorch target needs {', '.join(missing)} (not importable); run make install"
+        return None
+
+    def _check(self, spec: ExportSpec, calibration: Calibration | None) -> None:
+        if spec.layout is not Layout.nchw:
+            raise ConversionError("executorch: only the nchw layout is supported "
+                                  "(the .pte takes NCHW; XNNPACK picks its own layout inside)")
+
+    def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
+                calibration: Calibration | None = None) -> Artifact:
+        spec = self.check(spec, calibration)
+        out_path = Path(out_path)
+        notes = export.convert(model.eval(), spec, out_path, calibration)
+        return _describe(out_path, read_pte(out_path), spec.precision, self.converters[0], notes)
+
+    def load(self, path: Path, precision: Precision | None = None) -> Artifact:
+        """Describe a .pte from the file itself; `precision` (default: read from its tensor types)."""
+        path = Path(path)
+        facts = read_pte(path)
+        if len(facts.inputs) != 1 or len(facts.inputs[0].shape) != 4 or facts.inputs[0].dtype != "float32":
+            raise ArtifactError(f"{path}: expected one float32 image input [1, 3, H, W], found "
+                                f"{[(t.shape, t.dtype) for t in facts.inputs]}")
+        if not facts.outputs or facts.outputs[0].dtype != "float32":
+            raise ArtifactError(f"{path}: expected float32 logits, found {[(t.shape, t.dtype) for t in facts.outputs]}")
+        return _describe(path, facts, precision or precision_of(facts), "", ())
+
+    def runner(self, artifact: Artifact, *, num_threads: int = 2, **engine_options) -> ExecuTorchRunner:
+        return ExecuTorchRunner(artifact, num_threads=num_threads, **engine_options)
+
+
+def _describe(path: Path, facts: PteFacts, precision: Precision, converter: str,
+              notes: tuple[str, ...] | list[str]) -> Artifact:
+    return Artifact(path, "executorch", precision, facts.inputs, facts.outputs, converter,
+                    (*notes, facts.describe()))
+
+
+TARGET = ExecuTorchTarget()
