@@ -289,11 +289,10 @@ def _convert_staged(prepared: PreparedModel, target: Target, spec: ExportSpec, o
     return ConvertResult(replace(artifact, path=final), report, fused_pairs, seconds)
 
 
-def check_file(path: Path, model: str, weights: Path | str | None = None, num_classes: int | None = None,
-               data: Path | None = None, progress: bool = False) -> tuple[Artifact, ParityReport]:
-    """Check an existing file (possibly not made by mvdeploy) against the PyTorch model and write
-    <file>.parity.json beside it. The input size comes from the file; the classes from the file
-    unless `num_classes` says otherwise (a mismatch is a ShapeMismatchError, not a traceback)."""
+def load_for_model(path: Path, model: str, weights: Path | str | None = None,
+                   num_classes: int | None = None) -> tuple[Target, Artifact, PreparedModel]:
+    """An existing file, its target, and the PyTorch model it should match: the input size comes from
+    the file, the classes too unless `num_classes` says otherwise."""
     from .targets import target_for_path
 
     path = Path(path)
@@ -301,8 +300,16 @@ def check_file(path: Path, model: str, weights: Path | str | None = None, num_cl
         raise ArtifactError(f"artifact {path} does not exist")
     target = target_for_path(path)
     artifact = target.load(path)
-    classes = num_classes or int(np.prod(artifact.outputs[0].shape[1:]))
-    prepared = prepare_model(model, weights, classes, artifact.inputs[0].image_size)
+    classes = int(np.prod(artifact.outputs[0].shape[1:])) if num_classes is None else num_classes
+    return target, artifact, prepare_model(model, weights, classes, artifact.inputs[0].image_size)
+
+
+def check_file(path: Path, model: str, weights: Path | str | None = None, num_classes: int | None = None,
+               data: Path | None = None, progress: bool = False) -> tuple[Artifact, ParityReport]:
+    """Check an existing file (possibly not made by mvdeploy) against the PyTorch model and write
+    <file>.parity.json beside it. The input size comes from the file; the classes from the file
+    unless `num_classes` says otherwise (a mismatch is a ShapeMismatchError, not a traceback)."""
+    target, artifact, prepared = load_for_model(path, model, weights, num_classes)
     inputs = parity_inputs(prepared, data, progress=progress)
     report = check_artifact(artifact, target, prepared, inputs)
     report.write(parity_path(path))

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError
 from ..fusion import fuse
 from ..parity.compare import Metrics, cosine, sqnr_db
 from ..parity.tolerances import tolerance_for
@@ -41,16 +40,10 @@ def debug_file(path: Path, model: str, weights: Path | str | None = None, num_cl
                data: Path | None = None, write_files: bool = True) -> DebugReport:
     """Compare every mappable module of the fused PyTorch model (as exported) with the artifact's
     intermediate values; write <artifact>.debug.json and .debug.html beside it."""
-    from ..pipeline import check_fits, parity_inputs, prepare_model
-    from ..targets import target_for_path
+    from ..pipeline import check_fits, load_for_model, parity_inputs
 
     path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"artifact {path} does not exist")
-    target = target_for_path(path)
-    artifact = target.load(path)
-    classes = num_classes or int(np.prod(artifact.outputs[0].shape[1:]))
-    prepared = prepare_model(model, weights, classes, artifact.inputs[0].image_size)
+    target, artifact, prepared = load_for_model(path, model, weights, num_classes)
     check_fits(artifact, prepared)
     inputs = parity_inputs(prepared, data, synthetic=SYNTHETIC_IMAGES, real=REAL_IMAGES)
     exported = fuse(prepared.model).model
