@@ -29,31 +29,51 @@ ZIP_DATE = (1980, 1, 1, 0, 0, 0)      # the earliest date a zip can hold: fixed 
 
 @dataclass(frozen=True)
 class Platform:
-    name: str
-    target: str                     # converters registry name
-    template: str                   # folder under apps/templates
+    """One (platform, runtime) pair: what to convert to and which sample app to write around it."""
+
+    name: str                       # ios | android
+    runtime: str                    # the on-device runtime, named by the target that feeds it
+    templates: tuple[str, ...]      # folders under apps/templates, later ones adding files
     default_precision: Precision
     layout: Layout                  # what the sample app feeds
     options: dict                   # converter options the app relies on
+    dependency: str = ""            # the runtime's build dependency line in the sample app
+
+    @property
+    def target(self) -> str:
+        return self.runtime
+
+    @property
+    def folder_suffix(self) -> str:
+        return self.name if DEFAULT_RUNTIME[self.name] == self.runtime else f"{self.name}-{self.runtime}"
 
 
-PLATFORMS: dict[str, Platform] = {
+PLATFORMS: dict[tuple[str, str], Platform] = {
     # Core ML + Vision: an image input (scale 1/255, mean/std inside the model), logits out.
-    "ios": Platform("ios", "coreml", "ios", Precision.fp16, Layout.nchw, {"image_input": True}),
+    ("ios", "coreml"): Platform("ios", "coreml", ("ios",), Precision.fp16, Layout.nchw, {"image_input": True}),
     # LiteRT: a float (or int8) NHWC tensor in, logits out; preprocessing in Kotlin.
-    "android": Platform("android", "tflite", "android", Precision.fp32, Layout.nhwc, {}),
+    ("android", "tflite"): Platform("android", "tflite", ("android", "android-litert"), Precision.fp32, Layout.nhwc,
+                                    {}, 'implementation("com.google.ai.edge.litert:litert:1.4.0")'),
+    # ExecuTorch's Android Module API: a float NCHW tensor in (int8 programs quantize inside), logits out.
+    ("android", "executorch"): Platform("android", "executorch", ("android", "android-executorch"), Precision.fp32,
+                                        Layout.nchw, {}, 'implementation("org.pytorch:executorch-android:1.0.1")'),
 }
+DEFAULT_RUNTIME = {"ios": "coreml", "android": "tflite"}
 
 # Self-test tolerance on the phone against the host's outputs: phones run other kernels (GPU/ANE in
 # fp16, XNNPACK), so the bound is looser than the host parity bound, and top-1 must agree.
 SELF_TEST_MAX_REL = {"float": 2e-2, "quantized": 5e-2}
 
 
-def get_platform(name: str) -> Platform:
+def get_platform(name: str, runtime: str | None = None) -> Platform:
+    """`runtime` None: the platform's default (Core ML on iOS, LiteRT on Android)."""
+    if name not in DEFAULT_RUNTIME:
+        raise UnknownNameError("platform", name, DEFAULT_RUNTIME)
+    runtimes = {r: p for (n, r), p in PLATFORMS.items() if n == name}
     try:
-        return PLATFORMS[name]
+        return runtimes[runtime or DEFAULT_RUNTIME[name]]
     except KeyError:
-        raise UnknownNameError("platform", name, PLATFORMS) from None
+        raise UnknownNameError(f"runtime for {name}", runtime, runtimes) from None
 
 
 @dataclass
@@ -104,15 +124,18 @@ def _fill(text: str, values: dict[str, str], where: str) -> str:
 
 
 def _write_app(root: Path, platform: Platform, values: dict[str, str]) -> None:
-    source = TEMPLATES / platform.template
-    for path in sorted(p for p in source.rglob("*") if p.is_file()):
-        rel = path.relative_to(source)
+    """The platform's sample app: the base template, then each runtime folder's files on top."""
+    files: dict[Path, Path] = {}
+    for template in platform.templates:
+        source = TEMPLATES / template
+        files.update({p.relative_to(source): p for p in source.rglob("*") if p.is_file()})
+    for rel, path in sorted(files.items()):
         dest = root / "app" / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(_fill(path.read_text(), values, f"{platform.template}/{rel}"))
+        dest.write_text(_fill(path.read_text(), values, f"{platform.templates[-1]}/{rel}"))
 
 
-def _template_values(manifest: dict, artifact: Artifact) -> dict[str, str]:
+def _template_values(manifest: dict, artifact: Artifact, platform: Platform) -> dict[str, str]:
     inp, out, pre = manifest["input"], manifest["output"], manifest["preprocessing"]
     floats = lambda xs: ", ".join(f"{v:.6g}f" for v in xs)         # Kotlin float literals
     plain = lambda xs: ", ".join(f"{v:.6g}" for v in xs)
@@ -124,6 +147,8 @@ def _template_values(manifest: dict, artifact: Artifact) -> dict[str, str]:
         "WEIGHTS": manifest["model"]["weights"].replace('"', "'"),
         "MODEL_FILE": model_file,
         "MODEL_STEM": Path(model_file).stem,
+        "MODEL_SUFFIX": Path(model_file).suffix.lstrip("."),
+        "RUNTIME_DEPENDENCY": platform.dependency,
         "INPUT_NAME": inp["name"],
         "OUTPUT_NAME": out["name"],
         "NHWC": "true" if inp["layout"] == "nhwc" else "false",
@@ -157,15 +182,16 @@ def write_zip(folder: Path, zip_path: Path) -> None:
 def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, golden: ParityInputs,
                  golden_labels: list[int | None], labels: list[str], precision: Precision | None = None,
                  artifact_path: Path | None = None, calibration: Calibration | None = None,
-                 parity: ParityInputs | None = None) -> BundleResult:
-    """Convert (or take `artifact_path`), check parity, and write <out>/<model>-<platform>/ and its .zip."""
-    platform = get_platform(platform_name)
+                 parity: ParityInputs | None = None, runtime: str | None = None) -> BundleResult:
+    """Convert (or take `artifact_path`), check parity, and write <out>/<model>-<platform>[-<runtime>]/
+    and its .zip (the runtime is named only when it is not the platform's default)."""
+    platform = get_platform(platform_name, runtime)
     target = get_target(platform.target)
     if len(labels) != prepared.num_classes:
         raise BundleError(f"{len(labels)} labels for a model with {prepared.num_classes} classes")
     out_dir = Path(out_dir)
     ensure_folder(out_dir)
-    name = f"{prepared.name}-{platform.name}"
+    name = f"{prepared.name}-{platform.folder_suffix}"
     with staging(out_dir) as tmp:
         stage = Path(tmp) / name
         (stage / "model").mkdir(parents=True)
@@ -194,6 +220,7 @@ def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, gol
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "platform": platform.name,
+            "runtime": platform.runtime,
             "model": {"name": prepared.name, "weights": prepared.weights, "target": platform.target,
                       "precision": artifact.precision.value, "converter": artifact.converter,
                       "file": f"model/{Path(artifact.path).name}"},
@@ -213,7 +240,7 @@ def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, gol
                        "tolerance": report.tolerance.to_dict(), "samples": report.samples},
             "tools": tool_versions(),
         }
-        _write_app(stage, platform, _template_values(manifest, artifact))
+        _write_app(stage, platform, _template_values(manifest, artifact, platform))
         manifest["files"] = checksums(stage)
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         zip_stage = Path(tmp) / f"{name}.zip"

@@ -269,6 +269,8 @@ def debug(
 def bundle(
     model: Annotated[str, typer.Argument(help="model name")] = "mobilevit_xxs",
     platform: Annotated[str, typer.Option("--platform", help="ios or android")] = "android",
+    runtime: Annotated[Optional[str], typer.Option(
+        "--runtime", help="on-device runtime: coreml (ios), tflite = LiteRT (android, default) or executorch (android)")] = None,
     precision: Annotated[Optional[str], typer.Option("--precision", help="default: fp16 for ios, fp32 for android")] = None,
     weights: WeightsOpt = None,
     weights_format: WeightsFormatOpt = None,
@@ -291,7 +293,7 @@ def bundle(
 
     at_least(golden, 1, "--golden")
     check_folder(out)
-    plat = get_platform(platform)
+    plat = get_platform(platform, runtime)
     chosen = _precisions(precision)[0] if precision else plat.default_precision
     if artifact is not None and not artifact.exists():
         raise ArtifactError(f"artifact {artifact} does not exist")
@@ -307,7 +309,7 @@ def bundle(
         calibration = calibration_for(prepared, calib_data, progress=True)
     with console.status(f"bundling {model} for {platform}..."):
         result = build_bundle(prepared, platform, out, golden_inputs, golden_labels, class_names, chosen,
-                              artifact, calibration, parity)
+                              artifact, calibration, parity, runtime=plat.runtime)
     m = result.manifest
     table = Table(title=f"bundle {result.folder.name}")
     for col in ("file", "input", "layout", "output", "golden", "parity"):

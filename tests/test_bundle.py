@@ -15,10 +15,10 @@ from mobilevit_deploy import pipeline
 LABELS = [f"class {i}" for i in range(10)]
 
 
-def _build(platform, out, name="mobilevit_xxs"):
+def _build(platform, out, name="mobilevit_xxs", runtime=None):
     prepared = pipeline.prepare_model(name, weights="random", num_classes=10, image_size=64)
     golden = pipeline.parity_inputs(prepared, synthetic=3)
-    return build_bundle(prepared, platform, out, golden, [None] * 3, LABELS)
+    return build_bundle(prepared, platform, out, golden, [None] * 3, LABELS, runtime=runtime)
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +35,24 @@ def ios(tmp_path_factory):
     return _build("ios", tmp_path_factory.mktemp("ios"))
 
 
+@pytest.fixture(scope="module")
+def android_executorch(tmp_path_factory):
+    if get_target("executorch").unavailable_reason():
+        pytest.skip(get_target("executorch").unavailable_reason())
+    return _build("android", tmp_path_factory.mktemp("android-et"), runtime="executorch")
+
+
 def _copy(bundle, tmp_path):
     dest = tmp_path / bundle.folder.name
     shutil.copytree(bundle.folder, dest)
     return dest
 
 
-@pytest.mark.parametrize("platform", ["android", "ios"])
+@pytest.mark.parametrize("platform", ["android", "ios", "android_executorch"])
 def test_fresh_bundle_verifies_and_holds_everything(platform, request):
     bundle = request.getfixturevalue(platform)
     manifest = json.loads((bundle.folder / "bundle.json").read_text())
-    assert manifest["schema_version"] == 1 and manifest["platform"] == platform
+    assert manifest["schema_version"] == 1 and manifest["platform"] == platform.split("_")[0]
     assert (bundle.folder / manifest["model"]["file"]).exists()
     assert (bundle.folder / "labels.txt").read_text().splitlines() == LABELS
     assert len(manifest["golden"]["cases"]) == 3 and manifest["parity"]["passed"] is True
@@ -147,3 +154,42 @@ def test_write_zip_is_sorted_with_fixed_dates(tmp_path):
     with zipfile.ZipFile(tmp_path / "b.zip") as zf:
         assert zf.namelist() == ["b/b.txt", "b/z/a.txt"]
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+# Which runtime the Android app is written for: the LiteRT interpreter or ExecuTorch's Module API, each
+# with its own build dependency and the model file kept uncompressed in the APK.
+ANDROID_RUNTIMES = {
+    "android": ("tflite", "mobilevit_xxs-android", "org.tensorflow.lite.Interpreter",
+                "com.google.ai.edge.litert:litert", '"tflite"'),
+    "android_executorch": ("executorch", "mobilevit_xxs-android-executorch", "org.pytorch.executorch.Module",
+                           "org.pytorch:executorch-android", '"pte"'),
+}
+
+
+@pytest.mark.parametrize("fixture", sorted(ANDROID_RUNTIMES))
+def test_android_app_is_written_for_the_bundled_runtime(fixture, request):
+    bundle = request.getfixturevalue(fixture)
+    runtime, folder, api, dependency, suffix = ANDROID_RUNTIMES[fixture]
+    manifest = json.loads((bundle.folder / "bundle.json").read_text())
+    assert (manifest["runtime"], manifest["model"]["target"], bundle.folder.name) == (runtime, runtime, folder)
+    assert manifest["model"]["file"].endswith(suffix.strip('"'))
+    engine = (bundle.folder / "app/app/src/main/java/dev/mvdeploy/demo/Engine.kt").read_text()
+    gradle = (bundle.folder / "app/app/build.gradle.kts").read_text()
+    assert f"import {api}" in engine and dependency in gradle and f"noCompress += {suffix}" in gradle
+    others = [v for k, v in ANDROID_RUNTIMES.items() if k != fixture]
+    assert not any(o[2] in engine or o[3] in gradle for o in others)
+    if runtime == "executorch":                  # the .pte takes float NCHW at every precision
+        assert manifest["input"]["layout"] == "nchw" and manifest["input"]["dtype"] == "float32"
+
+
+def test_unknown_runtime_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "mobilevit_deploy.cli", "bundle", "--platform", "android",
+                             "--runtime", "coreml", "--out", str(tmp_path / "b")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown runtime for android 'coreml'" in lines[0] and "executorch" in lines[0]
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())

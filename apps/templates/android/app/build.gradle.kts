@@ -16,7 +16,7 @@ android {
         versionCode = 1
         versionName = "1.0"
     }
-    androidResources { noCompress += "tflite" }
+    androidResources { noCompress += "{{MODEL_SUFFIX}}" }
     sourceSets["main"].assets.srcDirs(layout.buildDirectory.dir("bundleAssets"))
     kotlinOptions { jvmTarget = "17" }
     compileOptions {
@@ -34,7 +34,7 @@ val copyBundle by tasks.registering(Copy::class) {
 tasks.named("preBuild") { dependsOn(copyBundle) }
 
 dependencies {
-    implementation("com.google.ai.edge.litert:litert:1.4.0")
+    {{RUNTIME_DEPENDENCY}}
     implementation("androidx.appcompat:appcompat:1.7.0")
     implementation("androidx.activity:activity-ktx:1.9.2")
 }
