@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -360,16 +361,23 @@ def report(
     repeats: Annotated[int, typer.Option("--repeats", help="timed runs per variant")] = 30,
     out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("mvdeploy-out/report"),
     no_reuse: Annotated[bool, typer.Option("--no-reuse", help="convert again even where a checked artifact exists")] = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="run cells and evaluation shards as Ray tasks on a local Ray of N workers started for this run")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="run them on a running Ray cluster: its head's HOST:PORT", show_envvar=True)] = None,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="evaluation images per task")] = 256,
+    artifact_store: Annotated[Optional[Path], typer.Option("--artifact-store", help="a folder the Ray workers and this machine all reach; files travel through it instead of as bytes")] = None,
 ) -> None:
-    """Size, latency, accuracy and per-layer int8 error of every (target, precision), as JSON, Markdown and HTML."""
+    """Size, latency, accuracy and per-layer int8 error of every (target, precision), as JSON, Markdown and HTML.
+
+    In this process by default; with --workers N or --ray-address, conversions and evaluation shards run as Ray tasks (the same figures), and latency is still timed here, one variant at a time."""
     import shlex
     import sys
 
     from . import pipeline
     from .errors import InvalidValueError, TargetUnavailableError, at_least
-    from .outputs import check_folder
-    from .quantization.report import Report, measure_model
+    from .outputs import check_folder, ensure_folder
+    from .quantization.report import Report, measure_models
     from .reports import HEADLINE, headline_rows, write_report
+    from .scale import executor_for
     from .targets import get_target
     from .versions import tool_versions
 
@@ -377,6 +385,16 @@ def report(
     target_names = list(dict.fromkeys(t.strip() for t in targets.split(",") if t.strip()))
     at_least(eval_limit, 1, "--eval-limit")
     at_least(repeats, 1, "--repeats")
+    at_least(workers, 1, "--workers")
+    at_least(shard_size, 1, "--shard-size")
+    if workers is not None and ray_address:
+        raise InvalidValueError("--workers N starts a local Ray for this run and --ray-address (or RAY_ADDRESS) "
+                                "uses a running cluster: pass one of them")
+    if artifact_store is not None:
+        if workers is None and not ray_address:
+            raise InvalidValueError("--artifact-store is where Ray workers put the files they convert: "
+                                    "pass it with --workers N or --ray-address")
+        check_folder(artifact_store, "--artifact-store")
     if not names or not target_names:
         raise InvalidValueError("nothing to report: name at least one model and one target")
     check_folder(out)
@@ -390,14 +408,20 @@ def report(
         raise InvalidValueError(f"nothing to report: none of the targets {', '.join(target_names)} takes "
                                 f"{', '.join(p.value for p in chosen)}")
     prepared = [pipeline.prepare_model(n, weights, weights_format=weights_format) for n in names]
-    results = []
-    for p in prepared:
-        with console.status(f"{p.name}: starting") as status:
-            results.append(measure_model(p, target_names, chosen, out / "artifacts" / p.name, eval_data, calib_data,
-                                         eval_limit=eval_limit, repeats=repeats, reuse=not no_reuse,
-                                         on_step=lambda text: status.update(f"converting and measuring {text}")))
+    if artifact_store is not None:
+        ensure_folder(artifact_store, "--artifact-store")
+    executor = executor_for(workers, ray_address or None)
+    ran_on = {**executor.describe(), "shard_size": shard_size,
+              "artifact_store": str(artifact_store) if artifact_store is not None else None}
+    with _report_progress() as (step, advance):
+        step(f"starting {ran_on['description']}")
+        with executor:
+            results = measure_models([(p, out / "artifacts" / p.name) for p in prepared], target_names, chosen,
+                                     eval_data=eval_data, calib_data=calib_data, eval_limit=eval_limit,
+                                     repeats=repeats, reuse=not no_reuse, executor=executor, shard_size=shard_size,
+                                     artifact_store=artifact_store, on_step=step, on_progress=advance)
     command = "mvdeploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    files = write_report(Report(command, tool_versions(), results), out)
+    files = write_report(Report(command, tool_versions(), results, ran_on), out)
     table = Table(title="quantization report")
     for col in HEADLINE:
         table.add_column(col)
@@ -406,11 +430,29 @@ def report(
     console.print(table)
     for m in results:
         for line in m.failures:
-            err_console.print(f"[yellow]not measured[/]: {m.model} {line}", highlight=False)
+            err_console.print(f"[red]failed[/]: {m.model} {_escape(line)}", highlight=False, soft_wrap=True)
+    failed = sum(len(m.failures) for m in results)
+    if failed:
+        err_console.print(f"{failed} of the report's cells failed; the others are measured above "
+                          "(report.json: models[].failures)", highlight=False)
+    console.print(f"ran on: {ran_on['description']}", highlight=False)
     from .reports import ship_lines
     for line in ship_lines(Report(command, {}, results)):
         console.print(f"[bold]what to ship[/] {line}", highlight=False)
     console.print("written: " + ", ".join(str(f) for f in files.values()), highlight=False)
+
+
+@contextmanager
+def _report_progress():
+    """One bar over a report's tasks (cells, evaluation shards, timings) as they complete; it names the
+    phase. Yields (step(text), advance(done, total))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("preparing", total=None)
+        yield (lambda text: bar.update(task, description=text),
+               lambda done, total: bar.update(task, completed=done, total=total))
 
 
 @app.command()

@@ -51,6 +51,17 @@ def ship_lines(report) -> list[str]:
     return lines
 
 
+def ran_on(report) -> str | None:
+    """Where the report's tasks ran, in one line (None for reports that do not say)."""
+    e = getattr(report, "executor", None)
+    if not e:
+        return None
+    ray = f" (ray {e['ray']})" if e.get("ray") else ""
+    store = f"; files through {e['artifact_store']}" if e.get("artifact_store") else ""
+    return (f"{e['description']}{ray}; evaluation in shards of {e['shard_size']} images{store}; "
+            "latency timed on the machine that wrote the report, one variant at a time")
+
+
 def _markdown_table(header, rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -64,6 +75,8 @@ def _layer_rows(m, top: int = 10) -> list[tuple[str, ...]]:
 
 def to_markdown(report) -> str:
     out = ["# mvdeploy quantization report", "", f"Command: `{report.command}`", ""]
+    if ran_on(report):
+        out += [f"Ran on: {ran_on(report)}.", ""]
     for m in report.models:
         out += [f"## {m.model}", "",
                 f"- weights: {m.weights}; input {m.image_size}x{m.image_size}",
@@ -73,9 +86,10 @@ def to_markdown(report) -> str:
                 ""]
     out += ["## What to ship", ""] + [f"- {line}" for line in ship_lines(report)] + [""]
     out += ["## Results", "", _markdown_table(HEADLINE, headline_rows(report)), ""]
+    failures = [f"- {m.model} {line}" for m in report.models for line in m.failures]
+    if failures:
+        out += ["## Failed", "", *failures, ""]
     for m in report.models:
-        for line in m.failures:
-            out.append(f"- conversion failed: {line}")
         if m.layers:
             out += ["", f"## {m.model}: int8 error by layer", "",
                     f"Logits SQNR of the int8 graph: {m.layers.logits_sqnr_db:.1f} dB over {m.layers.images} images. "
@@ -164,6 +178,8 @@ def to_html(report) -> str:
              "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%}</style>",
              "</head><body><h1>mvdeploy quantization report</h1>",
              f"<p><code>{html.escape(report.command)}</code></p>"]
+    if ran_on(report):
+        parts.append(f"<p>Ran on: {html.escape(ran_on(report))}.</p>")
     for m in report.models:
         parts.append(f"<p><b>{html.escape(m.model)}</b>: weights {html.escape(m.weights)}; evaluation "
                      f"{m.eval_images} images from {html.escape(m.eval_source)}; calibration "
@@ -171,6 +187,9 @@ def to_html(report) -> str:
     parts.append("<h2>what to ship</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in ship_lines(report))
                  + "</ul>")
     parts.append(table(HEADLINE, headline_rows(report)))
+    failures = [f"{m.model} {line}" for m in report.models for line in m.failures]
+    if failures:
+        parts.append("<h2>failed</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in failures) + "</ul>")
     for key, data in images.items():
         parts.append(f"<h2>{html.escape(key.replace('_', ' '))}</h2><img alt='{key}' src='data:image/png;base64,{data}'>")
     for m in report.models:

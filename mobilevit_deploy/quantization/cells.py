@@ -1,0 +1,172 @@
+"""The report's units of work, as plain functions of picklable data so that any executor can run them
+(`mobilevit_deploy/scale.py`): convert one (target, precision) cell, run one file or the PyTorch model
+over one shard of the evaluation images, analyse int8 layer by layer.
+
+And how an artifact travels between the process that converted it, the processes that evaluate it and
+the driver that writes the report: as bytes (nothing assumes a shared disk), or through a folder that
+all of them reach (`--artifact-store DIR`, or the report's own folder when everything runs here).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..outputs import move_into_place, staging, write_text_atomic
+from ..parity import parity_path
+from ..spec import Artifact, Calibration, Precision
+
+
+# Torch threads while a cell converts (calibration, parity) and while int8 is analysed layer by layer.
+# Another thread count changes float sums in their last bits, and int8 rounding turns that into other
+# scales, another file and figures that move in the first decimal: with one thread everywhere, the same
+# report gives the same files and figures in this process, on N local workers or on any cluster node.
+QUANTIZATION_THREADS = 1
+
+
+@contextmanager
+def torch_threads(count: int):
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """An artifact (a file, or a folder such as .mlpackage) with its parity report, on its way."""
+
+    relpath: str                               # under its folder: "m-int8.tflite", or "failed/m-int8.tflite"
+    files: tuple[tuple[str, bytes], ...] = ()  # (path inside the artifact, "" for a single file; its bytes)
+    store: str | None = None                   # the folder holding `relpath`, when it travels by a shared path
+    parity_json: str | None = None             # its <artifact>.parity.json, when it was checked
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(len(data) for _, data in self.files)
+
+    def open(self, scratch: Path) -> Path:
+        """The artifact as a path here: where the store has it, else written under `scratch`."""
+        if self.store is not None:
+            return Path(self.store) / self.relpath
+        path = Path(scratch) / Path(self.relpath).name
+        for inner, data in self.files:
+            target = path / inner if inner else path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return path
+
+    def place(self, folder: Path) -> Path:
+        """Put the artifact and its parity report under `folder` (the report's artifacts folder), atomically;
+        nothing to do when the store is that folder."""
+        folder = Path(folder)
+        final = folder / self.relpath
+        if self.store is not None and Path(self.store).resolve() == folder.resolve():
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)     # a shared store: no sweeping of others' staging
+        with staging(final.parent) as tmp:
+            if self.store is not None:
+                source = Path(self.store) / self.relpath
+                staged = Path(tmp) / final.name
+                (shutil.copytree if source.is_dir() else shutil.copy2)(source, staged)
+            else:
+                staged = self.open(Path(tmp))
+            move_into_place(staged, final)
+        if self.parity_json is not None:              # it names the path where the report keeps the file
+            facts = json.loads(self.parity_json)
+            facts["artifact"] = str(final)
+            write_text_atomic(parity_path(final), json.dumps(facts, indent=2) + "\n")
+        return final
+
+
+def ship(path: Path, folder: Path, store: Path | None) -> Shipped:
+    """`path` (under `folder`) ready to travel: by reference when `store` is `folder` or a copy lands
+    in `store`, else as bytes."""
+    path, folder = Path(path), Path(folder)
+    relpath = path.relative_to(folder).as_posix()
+    report = parity_path(path)
+    parity_json = report.read_text() if report.exists() else None
+    if store is None:
+        files = (tuple((p.relative_to(path).as_posix(), p.read_bytes()) for p in sorted(path.rglob("*")) if p.is_file())
+                 if path.is_dir() else (("", path.read_bytes()),))
+        return Shipped(relpath, files, None, parity_json)
+    store = Path(store)
+    if store.resolve() != folder.resolve():
+        Shipped(relpath, (), str(folder), parity_json).place(store)
+    return Shipped(relpath, (), str(store), parity_json)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """A converted (or reused) artifact of one cell: where it is, what it is, what its parity check said."""
+
+    artifact: Artifact              # its path is the converter's; `shipped` says where to find the file
+    shipped: Shipped
+    parity_passed: bool | None
+    notes: tuple[str, ...]
+
+
+def convert_cell(prepared, target_name: str, precision: Precision, calibration: Calibration | None,
+                 parity, store: str | None) -> CellResult:
+    """Convert and check one cell in a scratch folder here; the file then goes to `store` when it is
+    given (a folder the driver reads too), else back as bytes."""
+    from ..pipeline import convert
+    from ..targets import get_target
+
+    target = get_target(target_name)
+    calibration = calibration if target.needs_calibration(precision) else None
+    with tempfile.TemporaryDirectory(prefix="mvdeploy-cell-") as scratch, torch_threads(QUANTIZATION_THREADS):
+        result = convert(prepared, target, prepared.spec(precision), Path(scratch), inputs=parity,
+                         calibration=calibration)
+        shipped = ship(result.artifact.path, Path(scratch), None if store is None else Path(store))
+    passed = result.report.passed if result.report is not None else None
+    notes = tuple(result.report.notes) if result.report is not None else tuple(result.artifact.notes)
+    return CellResult(result.artifact, shipped, passed, notes)
+
+
+def reused_cell(path: Path, target_name: str, precision: Precision, folder: Path, store: Path | None) -> CellResult:
+    """An artifact an earlier run left in the report's folder, with its passed parity report."""
+    from ..targets import get_target
+
+    artifact = get_target(target_name).load(path, precision)
+    facts = json.loads(parity_path(path).read_text())
+    return CellResult(artifact, ship(path, folder, store), facts["passed"], tuple(facts.get("notes", [])))
+
+
+def evaluate_shard(cell: CellResult, images: np.ndarray, threads: int | None) -> np.ndarray:
+    """The artifact's logits [N, K] on one shard of the evaluation images (one image at a time, so the
+    figures do not depend on where the shards were cut)."""
+    from ..targets import get_target
+
+    target = get_target(cell.artifact.target)
+    engine = {} if threads is None else {"num_threads": threads}
+    with tempfile.TemporaryDirectory(prefix="mvdeploy-shard-") as scratch:
+        artifact = replace(cell.artifact, path=cell.shipped.open(Path(scratch)))
+        with target.runner(artifact, **engine) as runner:
+            return runner.infer(images)
+
+
+def reference_shard(prepared, images: np.ndarray) -> np.ndarray:
+    """PyTorch fp32 (unfused, eager) logits on one shard: what every file is compared with."""
+    from ..runners.torch import TorchRunner
+
+    with TorchRunner(prepared.model, input_shape=prepared.input_shape) as runner:
+        return runner.infer(images)
+
+
+def analyze_layers(prepared, calibration: list, images: list):
+    """Per-layer int8 error of the fused model (see `quantization.layers.analyze`)."""
+    from ..fusion import fuse
+    from .layers import analyze
+
+    with torch_threads(QUANTIZATION_THREADS):
+        return analyze(fuse(prepared.model).model, prepared.image_size, calibration, images)
