@@ -6,11 +6,13 @@ worker that dies; and a two-node Ray cluster on 127.0.0.1 reached with --ray-add
 """
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -268,15 +270,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ray_node(*args) -> subprocess.Popen:
+# Two loopback addresses, one per node. Not 127.0.0.1: Ray rewrites "127.0.0.1" in an address to the
+# machine's interface address, and every packet of this test is to stay on the loopback range.
+HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+# Ray clusters started with `ray start` take a token; this test's nodes and drivers share a fresh one.
+CLUSTER_ENV = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
+def _ray_node(ip: str, *args) -> subprocess.Popen:
     """`ray start --block` in a session of its own: stopping it is a signal to that process group, which
     ends exactly this node's processes (`ray stop` would end every Ray on the machine, others' too)."""
     ports = ["--node-manager-port", _free_port(), "--object-manager-port", _free_port(),
              "--dashboard-agent-listen-port", _free_port(), "--dashboard-agent-grpc-port", _free_port(),
              "--runtime-env-agent-port", _free_port(), "--metrics-export-port", _free_port(),
              "--min-worker-port", 0, "--max-worker-port", 0]
-    return subprocess.Popen([str(RAY), "start", "--block", "--num-cpus", "1", "--object-store-memory", 200 * 2**20,
-                             "--node-ip-address", "127.0.0.1", "--disable-usage-stats", *map(str, ports + list(args))],
+    command = [RAY, "start", "--block", "--num-cpus", 1, "--object-store-memory", 200 * 2**20,
+               "--node-ip-address", ip, "--disable-usage-stats", *ports, *args]
+    return subprocess.Popen(list(map(str, command)), env={**os.environ, **CLUSTER_ENV},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -296,12 +306,13 @@ def _stop(node: subprocess.Popen) -> None:
             pass
 
 
-def _wait_for_nodes(address: str, count: int, timeout: float = 120) -> None:
+def _wait_for_nodes(address: str, count: int, timeout: float = 90) -> None:
     probe = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
              "print(sum(1 for n in ray.nodes() if n['Alive']))")
     deadline = time.time() + timeout
     while time.time() < deadline:
-        seen = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True, timeout=120)
+        seen = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **CLUSTER_ENV})
         if seen.stdout.strip() == str(count):
             return
         time.sleep(2)
@@ -309,20 +320,21 @@ def _wait_for_nodes(address: str, count: int, timeout: float = 120) -> None:
 
 
 def test_a_report_on_a_two_node_ray_cluster(tmp_path):
-    """`ray start --head` and a second `ray start --address`, both on 127.0.0.1, one CPU each; the report goes
+    """`ray start --head` and a second `ray start --address`, both on this machine's loopback, one CPU each; the report goes
     there with --ray-address, its files through --artifact-store; both nodes are stopped at the end."""
     port = _free_port()
-    address = f"127.0.0.1:{port}"
-    nodes = [_ray_node("--head", "--port", port, "--include-dashboard", "false", "--ray-client-server-port",
-                       _free_port(), "--temp-dir", tmp_path / "ray-head")]
+    address = f"{HEAD_IP}:{port}"
+    logs = Path(tempfile.mkdtemp(prefix="mvd-ray-"))         # short: Ray's socket paths must fit in 107 bytes
+    nodes = [_ray_node(HEAD_IP, "--head", "--port", port, "--include-dashboard", "false", "--ray-client-server-port",
+                       _free_port(), "--temp-dir", logs)]
     try:
         _wait_for_nodes(address, 1)
-        nodes.append(_ray_node("--address", address))
+        nodes.append(_ray_node(WORKER_IP, "--address", address))
         _wait_for_nodes(address, 2)
         out, store = tmp_path / "report", tmp_path / "store"
         ran = mvdeploy("report", "mobilevit_xxs", "--targets", "onnx", "--precisions", "fp32", "--eval-limit", "40",
                        "--shard-size", "10", "--repeats", "2", "--out", out, "--ray-address", address,
-                       "--artifact-store", store)
+                       "--artifact-store", store, env=CLUSTER_ENV)
         assert ran.returncode == 0, ran.stderr[-3000:]
         saved = json.loads((out / "report.json").read_text())
         assert saved["executor"] == {"kind": "ray-cluster", "description": f"Ray cluster at {address}", "workers": None,
@@ -337,3 +349,4 @@ def test_a_report_on_a_two_node_ray_cluster(tmp_path):
     finally:
         for node in reversed(nodes):
             _stop(node)
+        shutil.rmtree(logs, ignore_errors=True)
