@@ -129,6 +129,61 @@ def test_hf_swin_matches_transformers(name, layout, tmp_path):
         assert _relative_error(ours(image), theirs(pixel_values=image).logits) < RELATIVE_TOLERANCE
 
 
+@pytest.mark.parametrize("name, width", [
+    ("mobilevitv2_050", 0.5),
+    pytest.param("mobilevitv2_075", 0.75, marks=pytest.mark.slow),
+    pytest.param("mobilevitv2_100", 1.0, marks=pytest.mark.slow),
+])
+def test_hf_mobilevitv2_matches_transformers_on_rgb(name, width, tmp_path):
+    """transformers' MobileViTV2 (Apple's ml-cvnets layout) is an independent implementation of the
+    paper: our model loaded from its state dict gives its logits (RGB for us, BGR for it)."""
+    config = transformers.MobileViTV2Config(num_labels=CLASSES, width_multiplier=width, image_size=SIZE)
+    theirs = _randomize(transformers.MobileViTV2ForImageClassification(config))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():       # 0.1-scaled weights through 20 depthwise/1x1 layers flatten the input away:
+        for key, value in theirs.state_dict().items():      # weights ~ 1/sqrt(fan_in), norm scales ~ 1
+            if value.dim() == 4:
+                value.copy_(torch.randn(value.shape, generator=generator) / value[0].numel() ** 0.5)
+            elif "layernorm" in key and key.endswith("weight"):
+                value.copy_(0.75 + 0.5 * torch.rand(value.shape, generator=generator))
+    theirs.save_pretrained(tmp_path)
+    ours = create_model(name, num_classes=CLASSES, image_size=SIZE)
+    report = load_weights(ours, tmp_path / "model.safetensors", name)
+    assert report.source == "hf" and CHANNEL_FLIP_NOTE in report.notes
+
+    rgb = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = theirs(pixel_values=rgb.flip(1)).logits
+        got = ours(rgb)
+        unflipped = theirs(pixel_values=rgb).logits
+    assert _relative_error(got, expected) < RELATIVE_TOLERANCE
+    assert _relative_error(got[0], got[1]) > 1e-2                          # the logits depend on the image
+    assert _relative_error(got, unflipped) > 1e-3                          # the flip matters: the check can fail
+
+
+def test_timm_named_mobilevitv2_state_dict_loads_strictly(tmp_path):
+    """A state dict with timm's mobilevitv2_050 names and shapes (ours) loads; one missing tensor or one
+    wrong shape is refused by name."""
+    source = create_model("mobilevitv2_050", num_classes=CLASSES, seed=1)
+    state = source.state_dict()
+    save_file(state, str(tmp_path / "timm.safetensors"))
+    ours = create_model("mobilevitv2_050", num_classes=CLASSES, seed=2)
+    assert load_weights(ours, tmp_path / "timm.safetensors", "mobilevitv2_050").source == "timm"
+    assert all(torch.equal(v, ours.state_dict()[k]) for k, v in state.items())
+
+    broken = dict(state)
+    broken.pop("stages.3.1.transformer.2.attn.qkv_proj.weight")
+    broken["stages.4.1.norm.weight"] = torch.ones(7)
+    save_file(broken, str(tmp_path / "broken.safetensors"))
+    with pytest.raises(WeightMismatchError) as error:
+        load_weights(ours, tmp_path / "broken.safetensors", "mobilevitv2_050")
+    assert "stages.3.1.transformer.2.attn.qkv_proj.weight" in str(error.value)
+    assert "stages.4.1.norm.weight (7,)" in str(error.value)
+    save_file(create_model("mobilevit_xxs", num_classes=CLASSES).state_dict(), str(tmp_path / "v1.safetensors"))
+    with pytest.raises(WeightMismatchError):                               # a v1 checkpoint is not a v2 one
+        load_weights(ours, tmp_path / "v1.safetensors", "mobilevitv2_050")
+
+
 def test_prepare_model_carries_the_notes(hf_xxs):
     _, folder = hf_xxs
     prepared = prepare_model("mobilevit_xxs", weights=folder, num_classes=CLASSES, weights_format="hf")

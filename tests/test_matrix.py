@@ -26,6 +26,8 @@ FAST = {
 # without saying anything about a trained model (palettize6 on random mobilevit_xs at 64: cosine 0.985,
 # 15 dB; on the trained reference models: 0.999, 38-40 dB). Those cases run on the reference models only.
 LOW_BIT = {Precision.palettize6, Precision.palettize4, Precision.int4, Precision.w8a8}
+# One fp32 and one int8 case of a random-weight model without a reference checkpoint in the default run.
+FAST_RANDOM = {("mobilevitv2_050", "tflite", None, Precision.fp32), ("mobilevitv2_050", "tflite", None, Precision.int8)}
 KNOWN_DEFECTS = {
     ("mobilevit", "onnx2tf"): "onnx2tf 1.29.24 mis-converts the MobileViT block on 4x4 maps at 64x64 "
                                "(cosine ~0.88 at every precision on mobilevit_xxs; correct at 256)",
@@ -43,8 +45,9 @@ def _cases():
             for precision in get_target(target_name).precisions:
                 if name not in REFERENCE and precision in LOW_BIT:
                     continue
-                fast = name in REFERENCE and precision in FAST.get((target_name, converter), ())
-                family = "mobilevit" if name.startswith("mobilevit") else name
+                fast = ((name in REFERENCE and precision in FAST.get((target_name, converter), ()))
+                        or (name, target_name, converter, precision) in FAST_RANDOM)
+                family = MODELS[name].family
                 defect = (KNOWN_DEFECTS.get((family, converter)) or KNOWN_DEFECTS.get((name, converter))
                           or KNOWN_DEFECTS.get((name, converter, precision)))
                 marks = [] if fast else [pytest.mark.slow]

@@ -10,7 +10,7 @@ from torch import nn
 from mobilevit_deploy.errors import InputSizeError, UnknownModelError
 from mobilevit_deploy.fusion import fuse
 from mobilevit_deploy.models import MODELS, create_model, model_config
-from mobilevit_deploy.models import mobilevit, swin
+from mobilevit_deploy.models import mobilevit, mobilevitv2, swin
 
 # Parameters at 1000 classes and the default image size. MobileViT and swin_tiny equal timm's
 # mobilevit_xxs / mobilevit_xs / mobilevit_s / swin_tiny_patch4_window7_224.
@@ -20,12 +20,18 @@ PARAMETER_COUNTS = {
     "mobilevit_s": 5_578_632,
     "swin_tiny": 28_288_354,
     "swin_micro": 5_506_996,
+    "mobilevitv2_050": 1_370_593,
+    "mobilevitv2_075": 2_866_009,
+    "mobilevitv2_100": 4_901_841,
 }
+# MobileViTv2 in the paper (arXiv:2206.02680, Table 8), 1000 classes; ours must be within 0.5%.
+MOBILEVITV2_PAPER = {"mobilevitv2_050": 1.37e6, "mobilevitv2_075": 2.87e6, "mobilevitv2_100": 4.90e6}
 
 # Small inputs that keep the whole file fast on two shared cores.
 SMALL_SIZES = [
     ("mobilevit_xxs", 64), ("mobilevit_xs", 64), ("mobilevit_s", 64),
     ("swin_tiny", 64), ("swin_micro", 64), ("swin_micro", 96),
+    ("mobilevitv2_050", 64), ("mobilevitv2_100", 64), ("mobilevitv2_050", 96),
 ]
 
 
@@ -54,13 +60,19 @@ def images(size: int, batch: int = 2) -> torch.Tensor:
 
 def test_registry_holds_both_families():
     assert set(MODELS) == set(PARAMETER_COUNTS)
-    assert {cfg.family for cfg in MODELS.values()} == {"mobilevit", "swin"}
+    assert {cfg.family for cfg in MODELS.values()} == {"mobilevit", "mobilevitv2", "swin"}
 
 
 @pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))
 def test_parameter_count(name):
     model = shared_model(name)
     assert sum(p.numel() for p in model.parameters()) == PARAMETER_COUNTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(MOBILEVITV2_PAPER))
+def test_mobilevitv2_parameters_match_the_paper(name):
+    count = sum(p.numel() for p in shared_model(name).parameters())
+    assert abs(count - MOBILEVITV2_PAPER[name]) / MOBILEVITV2_PAPER[name] < 0.005
 
 
 def test_swin_micro_is_phone_sized():
@@ -108,6 +120,26 @@ def test_mobilevit_names_follow_timm():
     ]:
         assert key in keys, key
     assert "stages.2.1.conv_1x1.bias" not in keys
+
+
+def test_mobilevitv2_names_follow_timm():
+    keys = set(shared_model("mobilevitv2_050").state_dict())
+    for key in [
+        "stem.conv.weight", "stem.bn.running_mean",
+        "stages.0.0.conv1_1x1.conv.weight", "stages.1.1.conv2_kxk.conv.weight", "stages.2.0.conv3_1x1.bn.bias",
+        "stages.2.1.conv_kxk.conv.weight", "stages.2.1.conv_1x1.weight",
+        "stages.2.1.transformer.1.norm1.weight", "stages.3.1.transformer.3.attn.qkv_proj.weight",
+        "stages.3.1.transformer.0.attn.out_proj.bias", "stages.4.1.transformer.2.mlp.fc1.weight",
+        "stages.4.1.transformer.2.norm2.bias", "stages.4.1.norm.weight", "stages.4.1.conv_proj.bn.weight",
+        "head.fc.weight",
+    ]:
+        assert key in keys, key
+    # no fusion conv, no final 1x1 conv, no bias on the block's 1x1 conv (timm: Identity / bias=False)
+    assert not [k for k in keys if "conv_fusion" in k or k.startswith("final_conv") or k == "stages.2.1.conv_1x1.bias"]
+    model = shared_model("mobilevitv2_050")
+    assert model.stages[4][1].transformer[0].attn.qkv_proj.weight.shape == (1 + 2 * 128, 128, 1, 1)
+    assert model.stages[2][1].conv_kxk.conv.groups == 128                # depthwise local conv
+    assert model.head.fc.in_features == 256
 
 
 def test_swin_names_follow_timm():
@@ -262,6 +294,73 @@ def test_patch_merging_twin_equals_reference_and_timm_order():
     assert torch.equal(merged, timm_order)
 
 
+@pytest.mark.parametrize("shape", [(2, 8, 8, 8), (1, 5, 4, 6), (3, 4, 2, 2)])
+def test_mobilevitv2_unfold_and_fold_twins_equal_reference(shape):
+    x = torch.randn(*shape)
+    patches = mobilevitv2.unfold_patches(x, 2)
+    assert torch.equal(patches, mobilevitv2.unfold_patches_reference(x, 2))
+    batch, dim, height, width = shape
+    assert patches.shape == (batch, dim, 4, height * width // 4)
+    folded = mobilevitv2.fold_patches(patches, 2, height, width)
+    assert torch.equal(folded, mobilevitv2.fold_patches_reference(patches, 2, height, width))
+    assert torch.equal(folded, x)
+
+
+def test_mobilevitv2_unfold_puts_pixel_i_of_every_patch_on_one_row():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    patches = mobilevitv2.unfold_patches(x, 2)                          # [1, 1, P=4, N=4]
+    assert patches[0, 0, 0].tolist() == [0.0, 2.0, 8.0, 10.0]           # top-left pixel of each patch
+    assert patches[0, 0, 3].tolist() == [5.0, 7.0, 13.0, 15.0]
+
+
+def test_separable_attention_is_the_papers_formula():
+    """softmax over the N patches of one score per token, a context vector sum(scores * keys), and
+    ReLU(values) * context, written out by hand on a tiny layer."""
+    torch.manual_seed(0)
+    attn = mobilevitv2.SeparableSelfAttention(3).eval()
+    x = torch.randn(2, 3, 4, 5)                                         # [B, D, P, N]
+    w, b = attn.qkv_proj.weight[:, :, 0, 0], attn.qkv_proj.bias
+    qkv = torch.einsum("od,bdpn->bopn", w, x) + b[None, :, None, None]
+    scores = torch.exp(qkv[:, :1]) / torch.exp(qkv[:, :1]).sum(-1, keepdim=True)
+    context = (qkv[:, 1:4] * scores).sum(-1, keepdim=True)
+    mixed = qkv[:, 4:].clamp(min=0) * context
+    expected = torch.einsum("od,bdpn->bopn", attn.out_proj.weight[:, :, 0, 0], mixed) + attn.out_proj.bias[None, :, None, None]
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-6)
+    # each token's output depends on the other patches only through the context vector
+    y = x.clone()
+    y[..., 1:] = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        assert not torch.allclose(attn(x)[..., 0], attn(y)[..., 0])
+
+
+def test_mobilevitv2_norm_is_a_layer_norm_over_channels_and_tokens():
+    norm = mobilevitv2.GroupNorm1(6)
+    x = torch.randn(2, 6, 4, 3) * 3 + 1
+    expected = torch.nn.functional.layer_norm(x, x.shape[1:], eps=norm.eps)
+    torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_mobilevitv2_with_plain_patches_computes_the_same(monkeypatch):
+    model, x = shared_model("mobilevitv2_050", 64), images(64)
+    with torch.no_grad():
+        twin = model(x)
+        monkeypatch.setattr(mobilevitv2, "unfold_patches", mobilevitv2.unfold_patches_reference)
+        monkeypatch.setattr(mobilevitv2, "fold_patches", mobilevitv2.fold_patches_reference)
+        plain = model(x)
+    torch.testing.assert_close(twin, plain, rtol=0, atol=1e-6)
+
+
+def test_mobilevitv2_transformer_linears_start_small_like_linear_layers():
+    """The 1x1 convs inside the transformer are its linear layers: trunc-normal std 0.02 (not the conv
+    init), so a random model is not chaotic; the local convs keep the conv init."""
+    model = shared_model("mobilevitv2_050")
+    layer = model.stages[3][1].transformer[0]
+    for conv in (layer.attn.qkv_proj, layer.attn.out_proj, layer.mlp.fc1, layer.mlp.fc2):
+        assert 0.015 < float(conv.weight.detach().std()) < 0.025
+    assert float(model.stages[3][1].conv_kxk.conv.weight.detach().std()) > 0.2      # sqrt(2 / 9) for a depthwise 3x3
+
+
 def test_mobilevit_with_plain_patches_computes_the_same(monkeypatch):
     model, x = shared_model("mobilevit_xxs", 64), images(64)
     with torch.no_grad():
@@ -346,7 +445,7 @@ def test_fusion_keeps_the_logits(name):
     result = fuse(model)
     with torch.no_grad():
         expected, fused = model(x), result.model(x)
-    if model.cfg.family == "mobilevit":
+    if model.cfg.family.startswith("mobilevit"):
         assert result.fused_pairs > 0
         assert not any(isinstance(m, nn.BatchNorm2d) for m in result.model.modules())
     scale = expected.abs().max().clamp(min=1.0)

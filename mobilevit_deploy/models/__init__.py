@@ -7,16 +7,18 @@ from torch import nn
 from ..errors import InputSizeError, InvalidValueError, UnknownModelError
 from .layers import init_weights
 from .mobilevit import VARIANTS as MOBILEVIT_VARIANTS, MobileViT, MobileViTConfig
+from .mobilevitv2 import VARIANTS as MOBILEVITV2_VARIANTS, MobileViTV2, MobileViTV2Config
 from .swin import VARIANTS as SWIN_VARIANTS, SwinConfig, SwinTransformer
 
-ModelConfig = MobileViTConfig | SwinConfig
+ModelConfig = MobileViTConfig | MobileViTV2Config | SwinConfig
 """Every config has: name, family, default_image_size, preprocess (Preprocess), size_multiple and
 check_image_size(size), which raises InputSizeError for a side the model cannot take."""
 
-MODELS: dict[str, ModelConfig] = {**MOBILEVIT_VARIANTS, **SWIN_VARIANTS}
+MODELS: dict[str, ModelConfig] = {**MOBILEVIT_VARIANTS, **MOBILEVITV2_VARIANTS, **SWIN_VARIANTS}
 
 FAMILIES: dict[str, type[nn.Module]] = {   # config.family -> the class that builds it
     "mobilevit": MobileViT,
+    "mobilevitv2": MobileViTV2,
     "swin": SwinTransformer,
 }
 

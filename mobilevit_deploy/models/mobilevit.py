@@ -217,18 +217,12 @@ MOBILEVIT_PREPROCESS = Preprocess(   # timm's mobilevit_* data config
 )
 
 
-@dataclass(frozen=True)
-class MobileViTConfig:
-    name: str                           # registry name, also used in error messages
-    stem_channels: int                  # output channels of the stride-2 3x3 stem conv
-    stages: tuple[StageConfig, ...]     # five stages; the stem and stages 1-4 halve the resolution
-    num_features: int                   # channels of the final 1x1 conv, fed to the classifier
-    patch_size: int = 2                 # side of the pixel patches in every MobileViT block
-    num_heads: int = 4                  # attention heads in every transformer layer
-    mlp_ratio: float = 2.0              # transformer MLP hidden width / transformer width
-    default_image_size: int = 256       # the side the published weights were trained at
-    preprocess: Preprocess = MOBILEVIT_PREPROCESS
-    family: str = "mobilevit"           # which model class builds this config
+class PatchGridSizes:
+    """The input sizes a MobileViT (v1 or v2) config takes, from its `name`, `stages` and `patch_size`."""
+
+    name: str
+    stages: tuple[StageConfig, ...]
+    patch_size: int
 
     @property
     def size_multiple(self) -> int:
@@ -247,7 +241,7 @@ class MobileViTConfig:
         """Raise InputSizeError unless `size` (the side of a square image) fits the stages.
 
         Sides that leave a MobileViT block a map not divisible by the patch size (96, 224, ...) are
-        taken as timm takes them: the block resizes the map bilinearly to whole patches and back.
+        taken as timm takes them: the block resizes the map bilinearly to whole patches (v1 also back).
         """
         multiple = self.size_multiple
         if isinstance(size, bool) or not isinstance(size, int) or size < self.min_image_size or size % multiple:
@@ -255,6 +249,20 @@ class MobileViTConfig:
                 f"{self.name} takes square images whose side is a multiple of {multiple}, "
                 f"at least {self.min_image_size}; got {size}"
             )
+
+
+@dataclass(frozen=True)
+class MobileViTConfig(PatchGridSizes):
+    name: str                           # registry name, also used in error messages
+    stem_channels: int                  # output channels of the stride-2 3x3 stem conv
+    stages: tuple[StageConfig, ...]     # five stages; the stem and stages 1-4 halve the resolution
+    num_features: int                   # channels of the final 1x1 conv, fed to the classifier
+    patch_size: int = 2                 # side of the pixel patches in every MobileViT block
+    num_heads: int = 4                  # attention heads in every transformer layer
+    mlp_ratio: float = 2.0              # transformer MLP hidden width / transformer width
+    default_image_size: int = 256       # the side the published weights were trained at
+    preprocess: Preprocess = MOBILEVIT_PREPROCESS
+    family: str = "mobilevit"           # which model class builds this config
 
 
 # Stage layout of MobileViT v1: 1 + 3 MV2 blocks, then three stages of one strided MV2 block and one

@@ -4,12 +4,12 @@
 """
 from __future__ import annotations
 
-from .hf import HF_MOBILEVIT, HF_SWIN
+from .hf import HF_MOBILEVIT, HF_MOBILEVITV2, HF_SWIN
 from .table import RenameTable
 from .timm import TIMM
 from .torchvision import TORCHVISION_SWIN
 
-FOREIGN_TABLES: tuple[RenameTable, ...] = (HF_MOBILEVIT, HF_SWIN, TORCHVISION_SWIN)
+FOREIGN_TABLES: tuple[RenameTable, ...] = (HF_MOBILEVIT, HF_MOBILEVITV2, HF_SWIN, TORCHVISION_SWIN)
 
 
 def table_for(source: str, family: str | None) -> RenameTable | None:
@@ -19,5 +19,5 @@ def table_for(source: str, family: str | None) -> RenameTable | None:
     return next((t for t in FOREIGN_TABLES if t.source == source and t.family == family), None)
 
 
-__all__ = ["FOREIGN_TABLES", "HF_MOBILEVIT", "HF_SWIN", "TIMM", "TORCHVISION_SWIN", "RenameTable",
+__all__ = ["FOREIGN_TABLES", "HF_MOBILEVIT", "HF_MOBILEVITV2", "HF_SWIN", "TIMM", "TORCHVISION_SWIN", "RenameTable",
            "table_for"]

@@ -1,6 +1,8 @@
-"""Hugging Face transformers: `MobileViTForImageClassification` and `SwinForImageClassification`.
+"""Hugging Face transformers: `MobileViTForImageClassification`, `MobileViTV2ForImageClassification` and
+`SwinForImageClassification`.
 
-Names as the Hub's checkpoints spell them (apple/mobilevit-*, microsoft/swin-tiny-patch4-window7-224),
+Names as the Hub's checkpoints spell them (apple/mobilevit-*, apple/mobilevitv2-*,
+microsoft/swin-tiny-patch4-window7-224),
 which is also what `save_pretrained` writes. transformers 5 renames Swin's attention and MLP in memory
 (`attention.q_proj`, `mlp.fc1`, ...), so a raw `model.state_dict()` uses those: `aliases` maps them
 back, mirroring transformers' own `conversion_mapping.py`.
@@ -42,6 +44,37 @@ HF_MOBILEVIT = RenameTable(
     qkv_names=("query", "key", "value"),
     signature=r"^mobilevit\.conv_stem\.",
     bgr_stem="stem.conv.weight",            # MobileViTImageProcessor: do_flip_channel_order=True by default
+)
+
+HF_MOBILEVITV2 = RenameTable(
+    source="hf", family="mobilevitv2", description="Hugging Face MobileViTV2",
+    rules=(
+        (r"^stem\.", "mobilevitv2.conv_stem."),
+        (r"^head\.fc\.", "classifier."),
+        # stages 0-1 hold MV2 blocks only; stages 2-4 are [strided MV2, MobileViTv2 block]
+        (r"^stages\.([01])\.(\d+)\.", r"mobilevitv2.encoder.layer.\1.layer.\2."),
+        (r"^stages\.(\d+)\.0\.", r"mobilevitv2.encoder.layer.\1.downsampling_layer."),
+        (r"^stages\.(\d+)\.1\.", r"mobilevitv2.encoder.layer.\1."),
+        # MV2 block
+        (r"\.conv1_1x1\.", ".expand_1x1."),
+        (r"\.conv2_kxk\.", ".conv_3x3."),
+        (r"\.conv3_1x1\.", ".reduce_1x1."),
+        # MobileViTv2 block: every 1x1 conv of the transformer is a MobileViTV2ConvLayer (.convolution)
+        (r"\.conv_1x1\.weight$", ".conv_1x1.convolution.weight"),
+        (r"\.transformer\.(\d+)\.", r".transformer.layer.\1."),
+        (r"\.norm1\.", ".layernorm_before."),
+        (r"\.norm2\.", ".layernorm_after."),
+        (r"\.attn\.(qkv_proj|out_proj)\.", r".attention.\1.convolution."),
+        (r"\.mlp\.fc1\.", ".ffn.conv1.convolution."),
+        (r"\.mlp\.fc2\.", ".ffn.conv2.convolution."),
+        (r"\.norm\.", ".layernorm."),
+        (r"\.conv_proj\.", ".conv_projection."),
+        # ConvNormAct
+        (r"\.conv\.", ".convolution."),
+        (r"\.bn\.", ".normalization."),
+    ),
+    signature=r"^mobilevitv2\.conv_stem\.",
+    bgr_stem="stem.conv.weight",            # its processor is MobileViTImageProcessor: the same BGR default
 )
 
 HF_SWIN = RenameTable(
