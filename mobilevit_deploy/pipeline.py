@@ -88,8 +88,11 @@ def prepare_model(name: str, weights: Path | str | None = None, num_classes: int
         return prepare_reference(reference, image_size)
     size = config.default_image_size if image_size is None else image_size
     classes = 1000 if num_classes is None else num_classes
-    model = create_model(name, num_classes=classes, image_size=size)
-    if weights is None or str(weights) == RANDOM:
+    is_random = weights is None or str(weights) == RANDOM
+    # a weights file is taken as trained at the config's side, as every public checkpoint is
+    model = create_model(name, num_classes=classes, image_size=size,
+                         trained_size=None if is_random else config.default_image_size)
+    if is_random:
         return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size), RANDOM)
     report = load_weights(model, Path(weights), name, weights_format)
     return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size), str(weights),
@@ -132,11 +135,12 @@ def prepare_reference(reference: ReferenceCheckpoint, image_size: int | None = N
             f"the {reference.name} reference weights fit only {side}x{side} inputs ({reference.fixed_size_reason}); "
             f"got {size}: use --image-size {side}, or --weights FILE / --weights random for another size"
         )
-    model = create_model(reference.model, num_classes=reference.num_classes, image_size=size)
-    load_weights(model, reference.path, reference.model, weights_format="timm")   # shipped in our own names
+    model = create_model(reference.model, num_classes=reference.num_classes, image_size=size,
+                         trained_size=reference.image_size)
+    report = load_weights(model, reference.path, reference.model, weights_format="timm")   # our own names
     preprocess = model_config(reference.model).preprocess.with_size(size)
     return PreparedModel(reference.model, model.eval(), size, reference.num_classes, preprocess,
-                         reference.describe(), list(reference.labels), reference=reference)
+                         reference.describe(), list(reference.labels), reference=reference, notes=report.notes)
 
 
 @dataclass

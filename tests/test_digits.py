@@ -13,7 +13,7 @@ from mobilevit_deploy.checkpoints import REFERENCE_CHECKPOINTS
 from mobilevit_deploy.data import load_folder, preprocess_image
 from mobilevit_deploy.digits import (DIGIT_LABELS, DigitsDataset, digit_image, digits_loader, digits_split,
                                      digits_to_uint8, evaluate, export_digits_imagefolder, read_digits)
-from mobilevit_deploy.errors import DataError, InputSizeError
+from mobilevit_deploy.errors import DataError
 from mobilevit_deploy.models import create_model, model_config
 from mobilevit_deploy.models.weights import load_weights
 
@@ -185,9 +185,10 @@ def test_mobilevit_reference_weights_fit_another_size():
     assert prepared.model(torch.zeros(1, 3, 96, 96)).shape == (1, 10)
 
 
-def test_swin_reference_weights_refuse_another_size():
-    with pytest.raises(InputSizeError, match=r"swin_micro_digits reference weights fit only 64x64 inputs.*got 96"):
-        pipeline.prepare_model("swin_micro", image_size=96)
+def test_swin_reference_weights_fit_another_size_with_resized_tables():
+    prepared = pipeline.prepare_model("swin_micro", image_size=96)        # tests/test_swin_resize.py: the details
+    assert prepared.image_size == 96 and prepared.weights.startswith("reference:")
+    assert any("resized bicubically" in note for note in prepared.notes)
     assert pipeline.prepare_model("swin_micro", "random", image_size=96).weights == "random"
 
 

@@ -56,7 +56,6 @@ def _digits_checkpoint(model: str, image_size: int, fixed_size_reason: str | Non
 
 REFERENCE_CHECKPOINTS: dict[str, ReferenceCheckpoint] = {
     "mobilevit_xxs": _digits_checkpoint("mobilevit_xxs", 64),
-    "swin_micro": _digits_checkpoint(
-        "swin_micro", 64,
-        fixed_size_reason="its window sizes and relative position bias tables depend on the input size"),
+    # at another side its windows follow the side and its bias tables are resized (models/swin.py)
+    "swin_micro": _digits_checkpoint("swin_micro", 64),
 }

@@ -34,12 +34,16 @@ MAX_IMAGE_SIZE = 2048          # beyond this a single image's activations take g
 MAX_CLASSES = 100_000
 
 
-def create_model(name: str, num_classes: int = 1000, image_size: int | None = None, seed: int = 0) -> nn.Module:
+def create_model(name: str, num_classes: int = 1000, image_size: int | None = None, seed: int = 0,
+                 trained_size: int | None = None) -> nn.Module:
     """A randomly initialized model in eval mode; the same arguments always give the same weights.
 
     `image_size` (default: the config's) is checked up front (InputSizeError). The model carries
     `.cfg`, `.name` and `.image_size`. The init draws only from a generator seeded with `seed`, so
-    the global torch RNG is left as it was.
+    the global torch RNG is left as it was. `trained_size`: the side the weights about to be loaded
+    were trained at; a Swin built at another side gets windows that follow the side
+    (`cfg.window_for`), and `load_weights` resizes the checkpoint's bias tables to them.
+    MobileViT takes any side with the same weights and ignores it.
     """
     cfg = model_config(name)
     size = cfg.default_image_size if image_size is None else image_size
@@ -49,8 +53,11 @@ def create_model(name: str, num_classes: int = 1000, image_size: int | None = No
                              "phones run these models at 64-512")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
         raise InvalidValueError(f"--num-classes must be between 1 and {MAX_CLASSES:,}; got {num_classes}")
+    extra = {}
+    if isinstance(cfg, SwinConfig) and trained_size is not None and trained_size != size:
+        extra["window_size"] = cfg.window_for(size)
     with torch.random.fork_rng(devices=[]):   # layer constructors draw from the global RNG; undo that
-        model = FAMILIES[cfg.family](cfg, num_classes=num_classes, image_size=size)
+        model = FAMILIES[cfg.family](cfg, num_classes=num_classes, image_size=size, **extra)
     init_weights(model, torch.Generator().manual_seed(seed))
     return model.eval()
 

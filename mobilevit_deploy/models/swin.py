@@ -102,6 +102,25 @@ def relative_position_index(window: int) -> Tensor:
     return delta[0] * (2 * window - 1) + delta[1]
 
 
+def resize_relative_position_bias(table: Tensor, window: int) -> Tensor:
+    """A [(2w-1)^2, heads] bias table for another window side: bicubic resize of each head's
+    (2w-1) x (2w-1) grid of relative offsets (align_corners=False), as the Swin authors' fine-tuning code
+    (and timm's checkpoint filter) does when a checkpoint trained at one size is loaded at another.
+    The same window gives the table back unchanged."""
+    rows, heads = table.shape
+    old_side, new_side = int(round(rows ** 0.5)), 2 * window - 1
+    if old_side == new_side:
+        return table
+    grid = table.T.reshape(1, heads, old_side, old_side)                # [1, h, 2w-1, 2w-1]
+    grid = F.interpolate(grid.double(), size=(new_side, new_side), mode="bicubic", align_corners=False)
+    return grid.reshape(heads, new_side * new_side).T.to(table.dtype).contiguous()  # [(2w'-1)^2, h]
+
+
+def window_of_table(table: Tensor) -> int:
+    """The window side a [(2w-1)^2, heads] bias table was made for."""
+    return (int(round(table.shape[0] ** 0.5)) + 1) // 2
+
+
 def shifted_window_mask(height: int, width: int, window: int, shift: int) -> Tensor:
     """[nW, ws*ws, ws*ws] logits offset: 0 inside a region, MASKED across regions.
 
@@ -252,13 +271,17 @@ class SwinTransformer(nn.Module):
     """patch embedding -> four stages (stage i > 0 halves the map, doubles channels) -> norm -> pool -> fc.
 
     Attention masks depend on the feature map sizes, so a model is built for one image size.
+    `window_size` (default: the config's) is the window side of every stage before it shrinks to
+    small maps; `cfg.window_for(image_size)` gives windows that tile every map at that size.
     """
 
-    def __init__(self, cfg: SwinConfig, num_classes: int = 1000, image_size: int | None = None):
+    def __init__(self, cfg: SwinConfig, num_classes: int = 1000, image_size: int | None = None,
+                 window_size: int | None = None):
         super().__init__()
         self.cfg = cfg
         self.image_size = cfg.default_image_size if image_size is None else image_size
         cfg.check_image_size(self.image_size)
+        self.window_size = cfg.window_size if window_size is None else window_size
 
         dims = [cfg.embed_dim * 2 ** i for i in range(len(cfg.depths))]
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.embed_dim)
@@ -266,7 +289,7 @@ class SwinTransformer(nn.Module):
         stages, in_dim = [], cfg.embed_dim
         for index, (dim, depth, heads) in enumerate(zip(dims, cfg.depths, cfg.num_heads)):
             resolution = resolution // 2 if index > 0 else resolution
-            stages.append(SwinStage(in_dim, dim, depth, heads, resolution, cfg.window_size,
+            stages.append(SwinStage(in_dim, dim, depth, heads, resolution, self.window_size,
                                     cfg.mlp_ratio, downsample=index > 0))
             in_dim = dim
         self.layers = nn.Sequential(*stages)
@@ -324,6 +347,12 @@ class SwinConfig:
     def size_multiple(self) -> int:
         """Image sides must be a multiple of this: the patch embedding, then a 2x2 merge per stage."""
         return self.patch_size * 2 ** (len(self.depths) - 1)
+
+    def window_for(self, image_size: int) -> int:
+        """The window that tiles every feature map at `image_size`: the config's window scaled with the
+        side (side / 32 for every variant here: 7 at 224, 8 at 256, 6 at 192; the Swin authors fine-tune
+        at 384 with 12). Used when weights trained at one side run at another."""
+        return max(1, round(self.window_size * image_size / self.default_image_size))
 
     def check_image_size(self, size: int) -> None:
         """Raise InputSizeError unless `size` (the side of a square image) tiles into patches and merges."""

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..errors import WeightMismatchError, WeightsError, did_you_mean, first_line
 from .sources import FOREIGN_TABLES, TIMM, RenameTable, table_for
+from .swin import resize_relative_position_bias, window_of_table
 
 # Checkpoints that wrap the state dict in a dict under one of these keys (tried in order).
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema")
@@ -161,7 +162,7 @@ def translate(state: dict[str, Tensor], table: RenameTable, own: dict[str, Tenso
         notes.append(f"{len(derived)} buffers derived from the config ignored ({', '.join(kinds)})")
     state = {k: v for k, v in state.items() if k not in derived}
 
-    loaded, used, missing, shapes = {}, set(), [], []
+    loaded, used, missing, shapes, resized = {}, set(), [], [], []
     for key, target in own.items():
         names = table.foreign_names(key)
         present = [n for n in names if n in state]
@@ -172,6 +173,11 @@ def translate(state: dict[str, Tensor], table: RenameTable, own: dict[str, Tenso
             continue
         part_shape = (target.shape[0] // len(names), *target.shape[1:]) if len(names) > 1 else tuple(target.shape)
         wrong = [f"{n} {tuple(state[n].shape)} vs {part_shape}" for n in names if tuple(state[n].shape) != part_shape]
+        if wrong and is_bias_table_for_another_window(key, state[names[0]], target):
+            old, new = window_of_table(state[names[0]]), window_of_table(target)
+            loaded[key] = resize_relative_position_bias(state[names[0]], new)
+            resized.append(f"{old}->{new}")
+            continue
         if wrong:
             shapes += wrong
             continue
@@ -179,7 +185,28 @@ def translate(state: dict[str, Tensor], table: RenameTable, own: dict[str, Tenso
     unexpected = sorted(set(state) - used)
     if missing or unexpected or shapes:
         raise WeightMismatchError(model_label, sorted(missing), unexpected, sorted(shapes))
+    if resized:
+        notes.append(resized_tables_note(resized))
     return loaded, notes
+
+
+def is_bias_table_for_another_window(key: str, theirs: Tensor, ours: Tensor) -> bool:
+    """A Swin relative position bias table with our number of heads, made for another window side."""
+    if not key.endswith("relative_position_bias_table") or theirs.dim() != 2 or theirs.shape[1] != ours.shape[1]:
+        return False
+    side = int(round(theirs.shape[0] ** 0.5))
+    return side * side == theirs.shape[0] and side % 2 == 1
+
+
+def resized_tables_note(changes: list[str]) -> str:
+    """One line for the notes: which windows the tables were resized between, and what that means."""
+    counts: dict[str, int] = {}
+    for change in changes:
+        counts[change] = counts.get(change, 0) + 1
+    detail = ", ".join(f"window {c} in {n} block{'s' if n > 1 else ''}" for c, n in counts.items())
+    return (f"Swin relative position bias tables resized bicubically to this input size's windows ({detail}), "
+            "as the Swin authors do before fine-tuning at another size: accuracy can drop until the model "
+            "is fine-tuned at this size; parity is against this resized PyTorch model")
 
 
 def flips_channels(table: RenameTable, path: Path) -> tuple[bool, str | None]:
