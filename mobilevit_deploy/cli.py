@@ -255,7 +255,7 @@ def debug(
     console.print(f"modules mapped: {counts['name']} by name, {counts['matched']} by op kind, shape and order, "
                   f"{counts['unmapped']} unmapped; engine: {report.engine}", highlight=False)
     if report.precision != "fp32":
-        worst = ", ".join(f"{r.module} ({r.sqnr_drop_db:+.1f} dB)" for r in report.ranking(5))
+        worst = ", ".join(f"{r.module} (+{100 * r.noise_added:.2g}% noise power)" for r in report.ranking(5))
         console.print(f"layers adding the most noise: {worst}", highlight=False)
     json_path, html_path = debug_paths(artifact)
     if first is None:

@@ -105,17 +105,21 @@ def exported(prepared, tmp_path_factory):
     from mobilevit_deploy.spec import Precision
     from mobilevit_deploy.targets import get_target
 
+    from mobilevit_deploy.calibration import calibration_for
+
     cache = {}
 
-    def get(model: str, target: str) -> Path:
-        if (model, target) not in cache:
+    def get(model: str, target: str, precision: Precision = Precision.fp32) -> Path:
+        if (model, target, precision) not in cache:
             reason = get_target(target).unavailable_reason()
             if reason:
                 pytest.skip(reason)
             p = prepared[model]
-            out = tmp_path_factory.mktemp(f"{model}-{target}")
-            cache[model, target] = convert(p, target, p.spec(Precision.fp32), out, check=False).artifact.path
-        return Path(cache[model, target])
+            out = tmp_path_factory.mktemp(f"{model}-{target}-{precision.value}")
+            calibration = calibration_for(p, None, samples=64) if precision is not Precision.fp32 else None
+            cache[model, target, precision] = convert(p, target, p.spec(precision), out, check=False,
+                                                      calibration=calibration).artifact.path
+        return Path(cache[model, target, precision])
 
     return get
 
@@ -180,6 +184,26 @@ def test_debug_names_the_module_whose_weight_was_changed_in_the_file(model, targ
     assert first["failures"] and first["method"] in ("name", "matched")
     page = (tmp_path / "faulty" / (artifact.name + ".debug.html")).read_text()
     assert "data:image/png;base64," in page and "http" not in page.replace("http-equiv", "")
+
+
+@pytest.mark.parametrize("model", sorted(FAULTS))
+def test_int8_ranking_names_the_layers_that_add_the_noise(model, exported):
+    """On an int8 TFLite file the ranking is by relative noise power each layer adds; the same ranking on
+    the fp32 file is the negative control (float rounding only: nothing to rank)."""
+    from mobilevit_deploy.debug.run import debug_file
+    from mobilevit_deploy.spec import Precision
+
+    int8 = debug_file(exported(model, "tflite", Precision.int8), model, write_files=False)
+    fp32 = debug_file(exported(model, "tflite"), model, write_files=False)
+    top = int8.ranking(5)
+    noise = [layer.noise_added for layer in top]
+    assert len(top) == 5 and noise == sorted(noise, reverse=True)
+    assert noise[0] > 3e-3 and max(layer.noise_added for layer in fp32.layers) < 1e-9
+    # the top layers carry a real share of the noise that reaches the logits
+    logits_noise = 10 ** (-int8.layers[-1].metrics.sqnr_db / 10)
+    assert sum(noise) > 0.2 * logits_noise, (noise, logits_noise)
+    assert {layer.module for layer in top} <= {layer.module for layer in int8.layers}
+    assert int8.to_dict()["noise_ranking"][0]["module"] == top[0].module
 
 
 def test_debug_of_a_missing_file_is_one_line(tmp_path):

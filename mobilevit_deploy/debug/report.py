@@ -22,7 +22,9 @@ class LayerRecord:
     layout: str                 # "same", "nhwc" (transposed to NCHW) or "reshape"
     shape: list[int]            # the PyTorch output's shape
     metrics: Metrics
-    sqnr_drop_db: float         # SQNR lost since the previous mapped layer (the noise this layer adds)
+    sqnr_drop_db: float         # SQNR lost since the previous mapped layer
+    noise_added: float          # noise power / signal power added since the previous mapped layer (the
+                                # report's per-layer measure: dB drops overweight layers that are still clean)
     failures: list[str]         # bounds of the precision's tolerance this layer breaks
 
     def to_dict(self) -> dict:
@@ -30,7 +32,7 @@ class LayerRecord:
         return {"module": self.module, "kind": self.kind, "method": self.method, "tensor": self.tensor,
                 "layout": self.layout, "shape": self.shape, "sqnr_db": m.sqnr_db, "max_rel": m.max_rel,
                 "max_abs": m.max_abs, "cosine_min": m.cosine_min, "nonfinite": m.nonfinite,
-                "sqnr_drop_db": self.sqnr_drop_db, "failures": self.failures}
+                "sqnr_drop_db": self.sqnr_drop_db, "noise_added": self.noise_added, "failures": self.failures}
 
 
 @dataclass
@@ -54,18 +56,29 @@ class DebugReport:
         return next((layer.module for layer in self.layers if layer.failures), None)
 
     def ranking(self, top: int = 10) -> list[LayerRecord]:
-        """The layers that add the most noise (largest SQNR drop since the previous mapped layer)."""
-        return sorted(self.layers, key=lambda layer: -layer.sqnr_drop_db)[:top]
+        """The layers that add the most noise (relative noise power added since the previous mapped layer)."""
+        return sorted(self.layers, key=lambda layer: -layer.noise_added)[:top]
 
     def to_dict(self) -> dict:
         return {"artifact": self.artifact, "model": self.model, "target": self.target,
                 "precision": self.precision, "engine": self.engine, "reference": self.reference,
                 "images": self.images, "tolerance": self.tolerance.to_dict(),
                 "first_divergence": self.first_divergence,
-                "noise_ranking": [{"module": r.module, "sqnr_drop_db": r.sqnr_drop_db, "sqnr_db": r.metrics.sqnr_db}
+                "noise_ranking": [{"module": r.module, "noise_added": r.noise_added, "sqnr_drop_db": r.sqnr_drop_db,
+                                   "sqnr_db": r.metrics.sqnr_db}
                                   for r in self.ranking()],
                 "mapped": self.mapped, "unmapped": self.unmapped,
                 "layers": [layer.to_dict() for layer in self.layers], "notes": self.notes}
+
+
+def noise_added(sqnrs: list[float]) -> list[float]:
+    """Relative noise power (noise / signal) each layer adds over the layer before; the input is exact."""
+    previous, out = 0.0, []
+    for value in sqnrs:
+        relative = 10.0 ** (-value / 10.0)
+        out.append(max(0.0, relative - previous))
+        previous = relative
+    return out
 
 
 def sqnr_drops(sqnrs: list[float]) -> list[float]:
@@ -129,7 +142,8 @@ def to_html(report: DebugReport) -> str:
     rows = "".join(
         f"<tr{' class=bad' if layer.failures else ''}><td>{i}</td><td style='text-align:left'>{e(layer.module)}</td>"
         f"<td>{e(layer.kind)}</td><td>{e(layer.method)}</td><td>{layer.metrics.sqnr_db:.1f}</td>"
-        f"<td>{layer.metrics.max_rel:.2e}</td><td>{layer.metrics.cosine_min:.6f}</td><td>{layer.sqnr_drop_db:+.1f}</td></tr>"
+        f"<td>{layer.metrics.max_rel:.2e}</td><td>{layer.metrics.cosine_min:.6f}</td><td>{layer.sqnr_drop_db:+.1f}</td>"
+        f"<td>{100 * layer.noise_added:.3g}</td></tr>"
         for i, layer in enumerate(report.layers))
     verdict = (f"first divergence: <code>{e(first)}</code>" if first
                else "no module departs from PyTorch beyond the tolerance")
@@ -145,6 +159,6 @@ def to_html(report: DebugReport) -> str:
         f"<p><b>{verdict}</b></p><p>modules mapped: {e(mapped)}</p>",
         f"<img alt='error along depth' src='data:image/png;base64,{_plot(report) if report.layers else ''}'>",
         "<table><tr><th>#</th><th>module</th><th>kind</th><th>mapped by</th><th>SQNR dB</th><th>max_rel</th>"
-        f"<th>cosine min</th><th>SQNR drop dB</th></tr>{rows}</table>",
+        f"<th>cosine min</th><th>SQNR drop dB</th><th>noise added %</th></tr>{rows}</table>",
         "<p>" + "<br>".join(e(n) for n in report.notes) + "</p>",
         "</body></html>"])

@@ -10,7 +10,7 @@ from ..parity.compare import Metrics, cosine, sqnr_db
 from ..parity.tolerances import tolerance_for
 from .align import UNMAPPED, Mapping, align, counts
 from .capture import capture_torch, engine_capture, workspace
-from .report import DebugReport, LayerRecord, sqnr_drops, write
+from .report import DebugReport, LayerRecord, noise_added, sqnr_drops, write
 
 SYNTHETIC_IMAGES = 2      # per run: seeded synthetic images ...
 REAL_IMAGES = 2           # ... plus real ones (--data, else the reference checkpoint's test split)
@@ -63,9 +63,9 @@ def debug_file(path: Path, model: str, weights: Path | str | None = None, num_cl
     metrics = [layer_metrics(reference[m.module].reshape(len(inputs.images), -1),
                              _as_reference(values[m.tensor.key], reference[m.module], m.layout)
                              .reshape(len(inputs.images), -1)) for m in mapped]
-    drops = sqnr_drops([x.sqnr_db for x in metrics])
-    layers = [_record(m, kinds[m.module], x, drop, tolerance.failures(x, trained=False))
-              for m, x, drop in zip(mapped, metrics, drops)]
+    sqnrs = [x.sqnr_db for x in metrics]
+    layers = [_record(m, kinds[m.module], x, drop, noise, tolerance.failures(x, trained=False))
+              for m, x, drop, noise in zip(mapped, metrics, sqnr_drops(sqnrs), noise_added(sqnrs))]
     report = DebugReport(
         artifact=str(path), model=prepared.name, target=target.name, precision=artifact.precision.value,
         engine=engine, reference=f"torch, {prepared.name} fused as exported, per module (forward hooks)",
@@ -78,6 +78,6 @@ def debug_file(path: Path, model: str, weights: Path | str | None = None, num_cl
     return report
 
 
-def _record(mapping: Mapping, module, metrics, drop: float, failures: list[str]) -> LayerRecord:
+def _record(mapping: Mapping, module, metrics, drop: float, noise: float, failures: list[str]) -> LayerRecord:
     return LayerRecord(mapping.module, module.kind, mapping.method, mapping.tensor.name, mapping.layout,
-                       list(module.shape), metrics, drop, failures)
+                       list(module.shape), metrics, drop, noise, failures)
