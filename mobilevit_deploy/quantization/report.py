@@ -136,7 +136,6 @@ class _Cell:
     precision: Precision
     handle: object                          # the conversion task, or the reused artifact put in the store
     reused: bool                            # an earlier run's checked file, already in the report's folder
-    shards: list = field(default_factory=list)
     result: CellResult | None = None
     error: str | None = None                # why it has no row (conversion, or evaluation of a shard)
     logits: dict = field(default_factory=dict)
@@ -151,7 +150,6 @@ class _Job:
     images: np.ndarray
     labels: np.ndarray
     report: ModelReport
-    reference: list = field(default_factory=list)         # reference shard handles
     reference_logits: dict = field(default_factory=dict)
     reference_error: str | None = None
     cells: list[_Cell] = field(default_factory=list)
@@ -185,6 +183,7 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
     travel as bytes)."""
     from ..scale import InProcessExecutor
 
+    shards(0, shard_size)                                  # refuse a bad size before any work
     executor = executor or InProcessExecutor()
     local = isinstance(executor, InProcessExecutor)
     jobs = [_prepare_job(p, out, targets, precisions, eval_data, calib_data, calib_samples, eval_limit)
