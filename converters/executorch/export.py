@@ -107,8 +107,10 @@ def _quantized(model: nn.Module, example: tuple, dynamic: bool):
                                                                         get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
-                                                                                is_dynamic=dynamic))
+    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+    # Dynamic: linear layers only. Dynamically quantized convolutions break XNNPACK's lowering
+    # (ChannelsLastTaggedReshapePass: "required rank 4 tensor to use channels_last format", executorch 1.5.1).
+    quantizer = XNNPACKQuantizer().set_module_type(nn.Linear, config) if dynamic else XNNPACKQuantizer().set_global(config)
     return prepare_pt2e(_export(model, example).module(), quantizer)
 
 
