@@ -2,8 +2,8 @@
 
   fp32          torch.export.export(model, (example,))
   int8          torchao PT2E static PTQ with ExecuTorch's XNNPACKQuantizer (symmetric, per-channel
-                weights), calibrated by running `calibration.batches` through the prepared graph
-  int8-dynamic  the same quantizer with is_dynamic=True: int8 per-channel weights of linear and conv,
+                weights), calibrated by running whole `calibration.batches` through a batch-dynamic prepared graph
+  int8-dynamic  the same quantizer with is_dynamic=True on linear layers: int8 per-channel weights,
                 activations quantized at run time; no calibration
 
 Every recipe ends in `to_edge_transform_and_lower(..., partitioner=[XnnpackPartitioner()])` and
@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from mobilevit_deploy.capture import captured_output, tail
-from mobilevit_deploy.errors import CalibrationRequiredError, ConversionError, MvDeployError, first_line
+from mobilevit_deploy.errors import ConversionError, MvDeployError, first_line
+from mobilevit_deploy.quantization.calibrate import calibration_graph, observe, source_note
 from mobilevit_deploy.spec import Calibration, ExportSpec, Precision
 
 
@@ -101,45 +102,32 @@ def _fp32(model, example, calibration):
     return _export(model, example), []
 
 
-def _quantized(model: nn.Module, example: tuple, dynamic: bool):
-    """The exported graph prepared for PT2E with XNNPACK's quantizer (symmetric, per-channel weights)."""
+def _quantizer(dynamic: bool):
+    """XNNPACK's quantizer (symmetric, per-channel weights). Dynamic: linear layers only; dynamically
+    quantized convolutions break XNNPACK's lowering (ChannelsLastTaggedReshapePass: "required rank 4
+    tensor to use channels_last format", executorch 1.5.1)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                         get_symmetric_quantization_config)
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
-    # Dynamic: linear layers only. Dynamically quantized convolutions break XNNPACK's lowering
-    # (ChannelsLastTaggedReshapePass: "required rank 4 tensor to use channels_last format", executorch 1.5.1).
-    quantizer = XNNPACKQuantizer().set_module_type(nn.Linear, config) if dynamic else XNNPACKQuantizer().set_global(config)
-    return prepare_pt2e(_export(model, example).module(), quantizer)
+    return XNNPACKQuantizer().set_module_type(nn.Linear, config) if dynamic else XNNPACKQuantizer().set_global(config)
 
 
 def _int8(model, example, calibration):
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    prepared = _quantized(model, example, dynamic=False)
-    size = example[0].shape[2]
-    seen = 0
-    with torch.no_grad():
-        for batch in calibration.batches:
-            if batch.ndim != 4 or tuple(batch.shape[1:]) != (3, size, size):
-                raise ConversionError(f"calibration batch of shape {tuple(batch.shape)} does not fit the model "
-                                      f"input [B, 3, {size}, {size}] (calibrate at the export image size)")
-            for image in batch:                                      # the graph is exported at batch 1
-                prepared(image.unsqueeze(0).float())
-                seen += 1
-    if seen == 0:
-        raise CalibrationRequiredError("the calibration data holds no images; "
-                                       "pass --calib-data DIR or --calib-data synthetic")
+    graph, batched = calibration_graph(model, example, _xnnpack_friendly)    # whole batches where it can
+    prepared = prepare_pt2e(graph, _quantizer(dynamic=False))
+    seen = observe(prepared, calibration, example[0].shape[2], batched)
     quantized = torch.export.export(convert_pt2e(prepared), example)
     return quantized, [f"recipe int8: static PT2E with the XNNPACK quantizer (per-channel weights), calibrated on "
-                       f"{calibration.source} ({seen} images)"]
+                       f"{source_note(calibration, seen)}"]
 
 
 def _int8_dynamic(model, example, calibration):
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    prepared = _quantized(model, example, dynamic=True)
+    prepared = prepare_pt2e(_export(model, example).module(), _quantizer(dynamic=True))
     with torch.no_grad():
         prepared(*example)
     quantized = torch.export.export(convert_pt2e(prepared), example)

@@ -29,9 +29,9 @@ from torch import nn
 from mobilevit_deploy.capture import captured_output, tail
 from mobilevit_deploy.errors import ConversionError, MvDeployError, first_line
 from mobilevit_deploy.formats.tflite import float_io, float_islands
+from mobilevit_deploy.quantization.calibrate import calibration_graph, observe, source_note
 from mobilevit_deploy.spec import Calibration, ExportSpec, Layout, Precision
 
-from .calibration import check_batch, no_images, source_note
 
 
 def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Calibration | None) -> list[str]:
@@ -82,7 +82,6 @@ def _int8_dynamic(module, example, calibration, nhwc):
 
 
 XNNPACK_FLOAT_ONLY = ("GELU",)     # int8 ops the XNNPACK delegate does not take: computed in float instead
-CALIBRATION_EXPORT_BATCH = 2       # the batch the calibration graph is exported at (the batch dim is dynamic)
 
 
 class SigmoidMul(nn.Module):
@@ -105,18 +104,6 @@ def _silu_as_sigmoid_mul(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def _calibration_graph(module, example):
-    """The exported graph to observe: batch-dynamic when the model exports that way (calibrate whole
-    batches, ~3x faster than one image at a time), else the batch-1 graph. -> (graph module, batched?)"""
-    shape = tuple(example[0].shape)
-    try:
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        probe = (torch.zeros((CALIBRATION_EXPORT_BATCH, *shape[1:])),)
-        return torch.export.export(module, probe, dynamic_shapes=({0: batch},)).module(), True
-    except Exception:            # a model whose code fixes the batch: calibrate one image at a time
-        return torch.export.export(module, example).module(), False
-
-
 def _static(module, example, calibration, nhwc, what: str):
     """PT2E static PTQ with the quantizer litert-torch lowers to TFLite int8; -> (edge model, notes)."""
     import litert_torch
@@ -125,20 +112,10 @@ def _static(module, example, calibration, nhwc, what: str):
 
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
-    graph, batched = _calibration_graph(module, example)
+    graph, batched = calibration_graph(module, example)
     prepared = prepare_pt2e(graph, quantizer)
     image_size = example[0].shape[2]                             # [1, 3, S, S] or [1, S, S, 3]
-    seen = 0
-    with torch.no_grad():
-        for batch in calibration.batches:
-            check_batch(batch, image_size)
-            batch = batch.float()
-            batch = batch.permute(0, 2, 3, 1) if nhwc else batch
-            for chunk in ((batch,) if batched else batch.split(1)):
-                prepared(chunk)
-            seen += len(batch)
-    if seen == 0:
-        raise no_images()
+    seen = observe(prepared, calibration, image_size, batched, nhwc)
     quantized = convert_pt2e(prepared, fold_quantize=False)
     edge_model = litert_torch.convert(quantized, example,
                                       quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))

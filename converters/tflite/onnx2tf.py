@@ -23,10 +23,9 @@ from torch import nn
 from mobilevit_deploy.capture import captured_output, tail
 from mobilevit_deploy.errors import ConversionError, first_line
 from mobilevit_deploy.formats.tflite import nchw_input
+from mobilevit_deploy.quantization.calibrate import check_batch, no_images, source_note
 from mobilevit_deploy.spec import Calibration, ExportSpec, Layout, Precision
 from mobilevit_deploy.versions import version_of
-
-from .calibration import check_batch, no_images, source_note
 
 ONNX_OPSET = 20                   # Gelu is an ONNX op from opset 20 on
 ONNX_INPUT = "image"
