@@ -223,7 +223,9 @@ def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, gol
             "runtime": platform.runtime,
             "model": {"name": prepared.name, "weights": prepared.weights, "target": platform.target,
                       "precision": artifact.precision.value, "converter": artifact.converter,
-                      "file": f"model/{Path(artifact.path).name}"},
+                      "file": f"model/{Path(artifact.path).name}",
+                      # how the weights were read: e.g. a BGR-trained stem folded to take RGB, resized tables
+                      "weights_notes": list(prepared.notes)},
             "input": {"name": inp.name, "shape": list(inp.shape), "layout": (inp.layout or Layout.nchw).value,
                       "dtype": inp.dtype, "kind": "image" if options.get("image_input") else "tensor",
                       "scale": inp.scale, "zero_point": inp.zero_point},

@@ -190,6 +190,22 @@ def test_prepare_model_carries_the_notes(hf_xxs):
     assert CHANNEL_FLIP_NOTE in prepared.notes and prepared.trained
 
 
+def test_bundle_records_the_folded_channel_flip(hf_xxs, tmp_path):
+    """An app bundle of Hugging Face MobileViT weights says the model takes RGB because the flip is folded."""
+    import json
+
+    from apps.bundle import build_bundle
+    from mobilevit_deploy.pipeline import parity_inputs
+
+    _, folder = hf_xxs
+    prepared = prepare_model("mobilevit_xxs", weights=folder, num_classes=CLASSES, weights_format="hf")
+    golden = parity_inputs(prepared, synthetic=2)
+    result = build_bundle(prepared, "android", tmp_path, golden, [None] * 2, [str(i) for i in range(CLASSES)])
+    manifest = json.loads((result.folder / "bundle.json").read_text())
+    assert CHANNEL_FLIP_NOTE in manifest["model"]["weights_notes"]
+    assert manifest["preprocessing"]["color_order"] == "RGB" and manifest["parity"]["passed"]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Files as people save them
 # ---------------------------------------------------------------------------------------------------
