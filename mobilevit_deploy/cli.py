@@ -351,7 +351,7 @@ def verify(
 @app.command()
 def report(
     models_arg: Annotated[str, typer.Argument(metavar="[MODELS]", help="comma-separated model names")] = "mobilevit_xxs,swin_micro",
-    targets: Annotated[str, typer.Option("--targets", help="comma-separated: tflite, coreml, onnx")] = "tflite,coreml",
+    targets: Annotated[str, typer.Option("--targets", help="comma-separated: tflite, coreml, onnx, executorch")] = "tflite,coreml",
     precisions: Annotated[str, typer.Option("--precisions", help="comma-separated; each target takes those it supports")] = "fp32,fp16,int8,palettize6,palettize4",
     weights: WeightsOpt = None,
     weights_format: WeightsFormatOpt = None,
