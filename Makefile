@@ -29,6 +29,10 @@ bench: install
 	$(PY) benchmarks/runtime_latency.py
 	$(PY) benchmarks/tflite_latency.py
 	$(PY) benchmarks/int8_recipes.py
+	$(PY) benchmarks/int8_profile.py
+	$(PY) benchmarks/executorch_vs_litert.py
+	$(PY) benchmarks/debug_vs_check.py
+	$(PY) benchmarks/report_scale.py
 
 clean:
 	rm -rf mvdeploy-out .pytest_cache
