@@ -156,6 +156,22 @@ def check_input_shape(cfg: MobileViTConfig, x: Tensor) -> None:
     cfg.check_image_size(int(x.shape[2]))
 
 
+def build_stages(in_channels: int, stages: tuple, transformer) -> tuple[nn.Sequential, int]:
+    """Each stage's MV2 blocks (the first one strided), then its transformer block where it has one:
+    `transformer(channels, stage)` (MobileViT's or MobileViTv2's). -> (stages, output channels)."""
+    built, chs = [], in_channels
+    for stage in stages:
+        blocks: list[nn.Module] = []
+        for index in range(stage.num_mv2_blocks):
+            stride = stage.stride if index == 0 else 1
+            blocks.append(InvertedResidual(chs, stage.channels, stride, stage.expand_ratio))
+            chs = stage.channels
+        if stage.transformer_depth:
+            blocks.append(transformer(chs, stage))
+        built.append(nn.Sequential(*blocks))
+    return nn.Sequential(*built), chs
+
+
 class MobileViT(nn.Module):
     """stem -> stages (MV2 blocks, then a MobileViT block in the last three) -> 1x1 conv -> pool -> fc."""
 
@@ -166,18 +182,8 @@ class MobileViT(nn.Module):
         cfg.check_image_size(self.image_size)
 
         self.stem = ConvNormAct(3, cfg.stem_channels, 3, stride=2)
-        stages, chs = [], cfg.stem_channels
-        for stage in cfg.stages:
-            blocks: list[nn.Module] = []
-            for index in range(stage.num_mv2_blocks):
-                stride = stage.stride if index == 0 else 1
-                blocks.append(InvertedResidual(chs, stage.channels, stride, stage.expand_ratio))
-                chs = stage.channels
-            if stage.transformer_depth:
-                blocks.append(MobileViTBlock(chs, stage.transformer_dim, stage.transformer_depth,
-                                             cfg.num_heads, cfg.mlp_ratio, cfg.patch_size))
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
+        self.stages, chs = build_stages(cfg.stem_channels, cfg.stages, lambda c, stage: MobileViTBlock(
+            c, stage.transformer_dim, stage.transformer_depth, cfg.num_heads, cfg.mlp_ratio, cfg.patch_size))
         self.final_conv = ConvNormAct(chs, cfg.num_features, 1)
         self.head = ClassifierHead(cfg.num_features, num_classes)
 

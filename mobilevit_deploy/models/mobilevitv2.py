@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from ..spec import Preprocess
 from .layers import ClassifierHead, ConvNormAct, TokenConv
-from .mobilevit import InvertedResidual, PatchGridSizes, StageConfig, check_input_shape, make_divisible
+from .mobilevit import PatchGridSizes, StageConfig, build_stages, check_input_shape, make_divisible
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -184,18 +184,8 @@ class MobileViTV2(nn.Module):
         cfg.check_image_size(self.image_size)
 
         self.stem = ConvNormAct(3, cfg.stem_channels, 3, stride=2)
-        stages, chs = [], cfg.stem_channels
-        for stage in cfg.stages:
-            blocks: list[nn.Module] = []
-            for index in range(stage.num_mv2_blocks):
-                stride = stage.stride if index == 0 else 1
-                blocks.append(InvertedResidual(chs, stage.channels, stride, stage.expand_ratio))
-                chs = stage.channels
-            if stage.transformer_depth:
-                blocks.append(MobileViTV2Block(chs, stage.transformer_dim, stage.transformer_depth,
-                                               cfg.mlp_ratio, cfg.patch_size))
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
+        self.stages, chs = build_stages(cfg.stem_channels, cfg.stages, lambda c, stage: MobileViTV2Block(
+            c, stage.transformer_dim, stage.transformer_depth, cfg.mlp_ratio, cfg.patch_size))
         self.head = ClassifierHead(chs, num_classes)
 
     @property
