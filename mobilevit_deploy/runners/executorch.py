@@ -10,11 +10,6 @@ this side only checks that the program's input is what the artifact says it is.
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,25 +18,21 @@ from ..errors import ArtifactError
 from ..formats.pte import SCALAR_TYPES, read_pte
 from ..spec import Artifact
 from ..versions import version_of
-from .base import Runner
-from .litert_protocol import read_message, write_message
-
-WORKER_TIMEOUT_S = 600.0     # one request (load or one inference); a hung runtime is an error
-WORKER_COMMAND = "from mobilevit_deploy.runners.executorch_worker import serve; serve()"
-# Lines the runtime prints on every run that never explain a crash.
-STDERR_NOISE = ("[cpuinfo_utils.cpp", "[XNNPACKBackend.cpp", "[program.cpp", "[method.cpp:")
+from .worker import WORKER_TIMEOUT_S, WorkerRunner
 
 
-class ExecuTorchRunner(Runner):
+class ExecuTorchRunner(WorkerRunner):
     name = "executorch"
+    worker_module = "mobilevit_deploy.runners.executorch_worker"
+    label = "ExecuTorch"
+    engine_label = "the ExecuTorch runtime"
+    # Lines the runtime prints on every run that never explain a crash.
+    stderr_noise = ("[cpuinfo_utils.cpp", "[XNNPACKBackend.cpp", "[program.cpp", "[method.cpp:")
+    stderr_noise_anywhere = ("Failed to load",)
 
     def __init__(self, artifact: Artifact, *, num_threads: int = 2, timeout_s: float = WORKER_TIMEOUT_S):
-        super().__init__(artifact)
+        super().__init__(artifact, timeout_s)
         self.num_threads = num_threads
-        self.timeout_s = timeout_s
-        self._proc: subprocess.Popen | None = None
-        self._stderr = None
-        self._exit_reason: str | None = None
         self.threads: int | None = None    # the thread pool size the worker reports after load
         self.inputs: list[dict] = []       # the runtime's own view: shape, dtype (ScalarType code)
         self.outputs: list[dict] = []
@@ -70,28 +61,6 @@ class ExecuTorchRunner(Runner):
             self._close()      # never leave a worker behind
             raise
 
-    def _close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            try:
-                if proc.poll() is None:
-                    write_message(proc.stdin, {"op": "quit"})
-                    proc.stdin.close()
-                    proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-
     # -- inference -----------------------------------------------------------------------------
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
@@ -106,69 +75,3 @@ class ExecuTorchRunner(Runner):
         x = np.ascontiguousarray(np.asarray(image, dtype=np.float32)[:1])
         reply, _ = self._request({"op": "time", "repeats": int(repeats), "warmup": int(warmup)}, [x])
         return reply["times_ms"]
-
-    # -- the worker process --------------------------------------------------------------------
-
-    def _start(self) -> None:
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        self._stderr = tempfile.TemporaryFile()
-        self._exit_reason = None
-        try:
-            self._proc = subprocess.Popen([sys.executable, "-c", WORKER_COMMAND], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=self._stderr, env=env, bufsize=0)
-        except OSError as e:
-            raise ArtifactError(f"cannot start the ExecuTorch worker process: {e}") from None
-
-    def _request(self, header: dict, arrays: list[np.ndarray] = ()) -> tuple[dict, list[np.ndarray]]:
-        proc = self._proc
-        if proc is None:
-            raise ArtifactError(f"ExecuTorch worker for {self.artifact.path} is not running"
-                                + (f" ({self._exit_reason})" if self._exit_reason else "; use the runner in a with-block"))
-        try:
-            write_message(proc.stdin, header, arrays)
-            reply, out = read_message(proc.stdout, self.timeout_s)
-        except TimeoutError:
-            self._fail(f"the ExecuTorch runtime did not answer within {self.timeout_s:.0f} s", kill=True)
-        except (OSError, EOFError, ValueError):
-            self._fail(self._death_reason())
-        if not reply.get("ok"):
-            raise ArtifactError(f"ExecuTorch cannot {header['op']} {self.artifact.path}: "
-                                f"{reply.get('error', 'unknown error')}")
-        return reply, out
-
-    def _death_reason(self) -> str:
-        proc = self._proc
-        try:
-            code = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        if code < 0:
-            try:
-                signame = signal.Signals(-code).name
-            except ValueError:
-                signame = f"signal {-code}"
-            reason = f"the ExecuTorch runtime crashed with {signame}"
-        else:
-            reason = f"the ExecuTorch worker exited with code {code}"
-        tail = self._stderr_tail()
-        return reason + (f" (last output: {tail})" if tail else "")
-
-    def _fail(self, reason: str, kill: bool = False) -> None:
-        """Release the dead (or hung) worker and raise; later requests say why it is gone."""
-        if kill and self._proc is not None:
-            self._proc.kill()
-        self._exit_reason = reason
-        self._close()
-        raise ArtifactError(f"{reason} while running {self.artifact.path}")
-
-    def _stderr_tail(self, lines: int = 3) -> str:
-        if self._stderr is None:
-            return ""
-        self._stderr.seek(0)
-        text = self._stderr.read().decode("utf-8", "replace")
-        kept = [line.strip() for line in text.splitlines()
-                if line.strip() and not line.startswith(STDERR_NOISE) and "Failed to load" not in line]
-        return " | ".join(kept[-lines:])

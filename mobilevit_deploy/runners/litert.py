@@ -11,11 +11,6 @@ interpreter cannot run are refused by name (formats/tflite.py) before a worker i
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,27 +19,23 @@ from ..errors import ArtifactError
 from ..formats.tflite import read_tflite, refuse_custom_ops
 from ..spec import Artifact
 from ..versions import version_of
-from .base import Runner
-from .litert_protocol import read_message, write_message
-
-WORKER_TIMEOUT_S = 600.0     # one request (load or one inference); a hung interpreter is an error
-WORKER_COMMAND = "from mobilevit_deploy.runners.litert_worker import serve; serve()"
-# Lines the interpreter prints on every run that never explain a crash.
-STDERR_NOISE = ("INFO: Created TensorFlow Lite", "WARNING: All log messages", "ERROR: Subgraph reshaping")
+from .worker import WORKER_TIMEOUT_S, WorkerRunner
 
 
-class LiteRTRunner(Runner):
+class LiteRTRunner(WorkerRunner):
     name = "litert"
+    worker_module = "mobilevit_deploy.runners.litert_worker"
+    label = "LiteRT"
+    engine_label = "the LiteRT interpreter"
+    # Lines the interpreter prints on every run that never explain a crash.
+    stderr_noise = ("INFO: Created TensorFlow Lite", "WARNING: All log messages", "ERROR: Subgraph reshaping")
+    worker_env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
     def __init__(self, artifact: Artifact, *, num_threads: int = 2, preserve_all_tensors: bool = False,
                  timeout_s: float = WORKER_TIMEOUT_S):
-        super().__init__(artifact)
+        super().__init__(artifact, timeout_s)
         self.num_threads = num_threads
         self.preserve_all_tensors = preserve_all_tensors   # keep intermediates for tensor() (no XNNPACK)
-        self.timeout_s = timeout_s
-        self._proc: subprocess.Popen | None = None
-        self._stderr = None
-        self._exit_reason: str | None = None
         self.inputs: list[dict] = []       # the interpreter's own view: name, index, shape, dtype, scale, zero_point
         self.outputs: list[dict] = []
 
@@ -70,28 +61,6 @@ class LiteRTRunner(Runner):
         except BaseException:
             self._close()      # never leave a worker behind
             raise
-
-    def _close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            try:
-                if proc.poll() is None:
-                    write_message(proc.stdin, {"op": "quit"})
-                    proc.stdin.close()
-                    proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
 
     # -- inference -----------------------------------------------------------------------------
 
@@ -151,71 +120,6 @@ class LiteRTRunner(Runner):
     @property
     def _nhwc(self) -> bool:
         return tuple(self.inputs[0]["shape"]) != tuple(self.input_shape)
-
-    # -- the worker process --------------------------------------------------------------------
-
-    def _start(self) -> None:
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        self._stderr = tempfile.TemporaryFile()
-        self._exit_reason = None
-        try:
-            self._proc = subprocess.Popen([sys.executable, "-c", WORKER_COMMAND], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=self._stderr, env=env, bufsize=0)
-        except OSError as e:
-            raise ArtifactError(f"cannot start the LiteRT worker process: {e}") from None
-
-    def _request(self, header: dict, arrays: list[np.ndarray] = ()) -> tuple[dict, list[np.ndarray]]:
-        proc = self._proc
-        if proc is None:
-            raise ArtifactError(f"LiteRT worker for {self.artifact.path} is not running"
-                                + (f" ({self._exit_reason})" if self._exit_reason else "; use the runner in a with-block"))
-        try:
-            write_message(proc.stdin, header, arrays)
-            reply, out = read_message(proc.stdout, self.timeout_s)
-        except TimeoutError:
-            self._fail(f"the LiteRT interpreter did not answer within {self.timeout_s:.0f} s", kill=True)
-        except (OSError, EOFError, ValueError):
-            self._fail(self._death_reason())
-        if not reply.get("ok"):
-            raise ArtifactError(f"LiteRT cannot {header['op']} {self.artifact.path}: {reply.get('error', 'unknown error')}")
-        return reply, out
-
-    def _death_reason(self) -> str:
-        proc = self._proc
-        try:
-            code = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        if code < 0:
-            try:
-                signame = signal.Signals(-code).name
-            except ValueError:
-                signame = f"signal {-code}"
-            reason = f"the LiteRT interpreter crashed with {signame}"
-        else:
-            reason = f"the LiteRT worker exited with code {code}"
-        tail = self._stderr_tail()
-        return reason + (f" (last output: {tail})" if tail else "")
-
-    def _fail(self, reason: str, kill: bool = False) -> None:
-        """Release the dead (or hung) worker and raise; later requests say why it is gone."""
-        if kill and self._proc is not None:
-            self._proc.kill()
-        self._exit_reason = reason
-        self._close()
-        raise ArtifactError(f"{reason} while running {self.artifact.path}")
-
-    def _stderr_tail(self, lines: int = 3) -> str:
-        if self._stderr is None:
-            return ""
-        self._stderr.seek(0)
-        text = self._stderr.read().decode("utf-8", "replace")
-        kept = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(STDERR_NOISE)]
-        return " | ".join(kept[-lines:])
 
 
 def _quantize(x: np.ndarray, spec: dict) -> np.ndarray:
