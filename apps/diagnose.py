@@ -291,9 +291,7 @@ def _read_png(path: Path) -> np.ndarray:
 
 def _diagnose(root: Path, manifest: dict, images: list[str], got: np.ndarray, result: DeviceCheck) -> None:
     """Run the golden PNGs on this host as specified and under each mistake; fill result.hypotheses."""
-    pre_dict = manifest["preprocessing"]
-    pre = Preprocess(pre_dict["resize"], pre_dict["crop"], tuple(pre_dict["mean"]), tuple(pre_dict["std"]),
-                     pre_dict["color_order"], pre_dict.get("interpolation", "bicubic"))
+    pre = Preprocess.from_dict(manifest["preprocessing"])
     layout = Layout(manifest["input"]["layout"])
     kind = manifest["input"].get("kind", "tensor")
     pngs = [_read_png(root / image) for image in images]

@@ -6,24 +6,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 from mobilevit_deploy.fusion import fuse
 from mobilevit_deploy.models import MODELS, create_model
+from mobilevit_deploy.runners.timing import time_calls
 
 
 def median_ms(model, x, repeats: int) -> float:
     with torch.no_grad():
-        for _ in range(3):
-            model(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        return statistics.median(time_calls(lambda: model(x), repeats, warmup=3))
 
 
 def main() -> None:

@@ -1,15 +1,16 @@
 """ONNX target: torch.onnx.export (TorchScript exporter, opset 17+), run by onnxruntime."""
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from mobilevit_deploy.debug.capture import OnnxCapture
 from mobilevit_deploy.errors import ConversionError, first_line
 from mobilevit_deploy.formats.onnx import read_io
+from mobilevit_deploy.parity.tolerances import FP32
 from mobilevit_deploy.runners.base import Runner
 from mobilevit_deploy.runners.onnxruntime import OnnxRuntimeRunner
 from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Layout, Precision
@@ -23,16 +24,13 @@ class OnnxTarget(BaseTarget):
     suffix = ".onnx"
     precisions = (Precision.fp32,)
     converters = ("torch.onnx",)
-
-    def unavailable_reason(self) -> str | None:
-        missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
-        if missing:
-            return f"onnx target needs {', '.join(missing)} (not importable); run make install"
-        return None
+    tolerances = {Precision.fp32: FP32}
+    requires = ("onnx", "onnxruntime")
+    intermediates = OnnxCapture
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:
-        spec = self.check(spec, calibration)
+        spec = self.checked(spec, calibration)
         model = model.eval()
         if spec.layout is Layout.nhwc:
             model = NhwcInput(model)

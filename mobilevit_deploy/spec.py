@@ -37,6 +37,17 @@ def parse_choice(enum_cls: type[enum.Enum], value: str, kind: str):
         raise UnknownNameError(kind, str(value), [e.value for e in enum_cls]) from None
 
 
+def parse_precisions(text: str | Iterable[str]) -> list[Precision]:
+    """"fp32,int8" (or a list of names) as Precisions, in order, each once; none at all is an error."""
+    from .errors import InvalidValueError
+
+    items = text.split(",") if isinstance(text, str) else list(text)
+    chosen = [parse_choice(Precision, item, "precision") for item in (str(p).strip() for p in items) if item]
+    if not chosen:
+        raise InvalidValueError(f"no precision given in {text!r} (known: {', '.join(p.value for p in Precision)})")
+    return list(dict.fromkeys(chosen))
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How an RGB image becomes the model's input tensor; checkpoints fix these numbers."""
@@ -84,6 +95,14 @@ class Preprocess:
             "resize": self.resize, "crop": self.crop, "mean": list(self.mean), "std": list(self.std),
             "scale": 1 / 255, "color_order": self.color_order, "interpolation": self.interpolation,
         }
+
+    @classmethod
+    def from_dict(cls, values: dict, size: int | None = None) -> "Preprocess":
+        """The inverse of to_dict (a bundle's manifest, a package's metadata). A dict with only mean and
+        std (a user's option) takes resize and crop from `size`, the input size; "scale" is implied."""
+        named = {key: values[key] for key in ("color_order", "interpolation") if key in values}
+        return cls(int(values.get("resize", size)), int(values.get("crop", size)),
+                   tuple(float(v) for v in values["mean"]), tuple(float(v) for v in values["std"]), **named)
 
 
 def guess_layout(shape: tuple[int, ...]) -> Layout | None:
@@ -149,6 +168,23 @@ class ExportSpec:
     def input_shape(self) -> tuple[int, int, int, int]:
         s = self.image_size
         return (1, 3, s, s) if self.layout is Layout.nchw else (1, s, s, 3)
+
+    def checked_by(self, target: str) -> bool:
+        """True when target `target`'s `check` made this spec (see CheckedSpec)."""
+        return False
+
+
+@dataclass(frozen=True)
+class CheckedSpec(ExportSpec):
+    """An ExportSpec as a target's `check` validated it, its Options filled in. Only `BaseTarget.check`
+    makes one; the convert sequence and `target.convert` take it as it is, so the checks of a file run
+    once and cannot be skipped. Outside a target's `check`, build a new ExportSpec rather than
+    `replace()` one of these."""
+
+    checker: str = ""                       # the name of the target whose check made it
+
+    def checked_by(self, target: str) -> bool:
+        return self.checker == target
 
 
 @dataclass(frozen=True)

@@ -7,22 +7,27 @@ reaches them through this registry and never imports them. A third-party package
 declaring `[project.entry-points."mvdeploy.targets"] name = "package.module:TARGET"`.
 
 Each target declares a frozen `Options` dataclass (its own flags, with defaults); `options(**given)`
-builds one and refuses names the target does not take. `check(spec, calibration)` validates a
-conversion once, before any work: availability, precision, converter, options, I/O, calibration.
+builds one and refuses names the target does not take. `check(spec)` validates a conversion before
+any work (availability, precision, converter, options, I/O) and returns a `CheckedSpec`, which is what
+`convert` works from: the convert sequence (`pipeline.convert_all`) checks each spec once, and
+`convert` takes a CheckedSpec as it is (`checked`), so no check runs twice or is skipped. Whether a
+calibrating precision has its images is a separate rule (`require_calibration`), applied when they exist.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 from torch import nn
 
-from .errors import (CalibrationRequiredError, ConversionError, OptionsError, TargetUnavailableError,
+from .errors import (ArtifactError, CalibrationRequiredError, ConversionError, OptionsError, TargetUnavailableError,
                      UnknownNameError, UnknownTargetError, did_you_mean, first_line)
+from .parity.tolerances import Tolerance
 from .runners.base import Runner
-from .spec import Artifact, Calibration, ExportSpec, Precision
+from .spec import Artifact, Calibration, CheckedSpec, ExportSpec, Precision
 
 ENTRY_POINT_GROUP = "mvdeploy.targets"
 
@@ -39,6 +44,10 @@ class Target(Protocol):
     precisions: tuple[Precision, ...]      # what convert() accepts
     converters: tuple[str, ...]            # the first one is the default
     Options: type                          # a frozen dataclass of this target's own options
+    tolerances: dict[Precision, Tolerance]  # the parity bound of each precision (from parity.tolerances)
+    requires: tuple[str, ...]              # modules the toolchain imports; unavailable_reason names the missing
+    intermediates: Callable | None         # debug's capture of this engine's intermediate tensors, or None
+    layer_quantizer: Callable | None       # () -> the PT2E quantizer the int8 layer analysis uses, or None
 
     def unavailable_reason(self) -> str | None:
         """None when this target can convert here; else one line saying what is missing."""
@@ -49,14 +58,17 @@ class Target(Protocol):
     def needs_calibration(self, precision: Precision) -> bool:
         """True when converting at `precision` runs calibration images through the model."""
 
-    def check(self, spec: ExportSpec, calibration: Calibration | None = None, *,
-              will_calibrate: bool = False) -> ExportSpec:
-        """Validate a conversion before any work; returns the spec with its Options filled in.
-        `will_calibrate`: the caller loads calibration images after this check (do not ask for them yet)."""
+    def check(self, spec: ExportSpec) -> CheckedSpec:
+        """Validate a conversion before any work; returns the spec with its Options filled in."""
+
+    def checked(self, spec: ExportSpec, calibration: Calibration | None = None) -> CheckedSpec:
+        """What `convert` works from: a spec this target checked as it is, any other checked now; and
+        the calibration rule (`require_calibration`)."""
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:
-        """Write `out_path` (a file, or a directory for .mlpackage) and describe it."""
+        """Write `out_path` (a file, or a directory for .mlpackage) and describe it. `spec`: a CheckedSpec
+        of this target (taken as it is) or a plain ExportSpec (checked first, once)."""
 
     def load(self, path: Path, precision: Precision | None = None) -> Artifact:
         """Describe an existing artifact (possibly not made by mvdeploy) from the file itself;
@@ -69,8 +81,10 @@ class Target(Protocol):
 class BaseTarget:
     """What every target shares: options handling and the one pre-flight check.
 
-    Subclasses set the class attributes, implement convert/load/runner, and may add their own
-    rules in `_check` (called last, with the Options already built)."""
+    Subclasses set the class attributes (among them their `tolerances`, their `requires`, and their
+    debug `intermediates` and `layer_quantizer` when they have them), implement convert/load/runner,
+    and may add their own rules in `_check` (called last, with the Options already built). `convert`
+    begins with `spec = self.checked(spec, calibration)`, which never repeats a check."""
 
     name: str = ""
     suffix: str = ""
@@ -79,8 +93,16 @@ class BaseTarget:
     Options: type = NoOptions
     calibrated: tuple[Precision, ...] = ()      # precisions that run calibration images through the model
     int8_io_precisions: tuple[Precision, ...] = ()
+    tolerances: dict[Precision, Tolerance] = {}   # one bound per precision, built from parity.tolerances
+    requires: tuple[str, ...] = ()              # importable modules the toolchain needs
+    intermediates: Callable | None = None       # (artifact, module names, workdir) -> a debug.capture engine capture
+    layer_quantizer: Callable | None = None     # () -> the PT2E quantizer of this target's int8 conversion
 
     def unavailable_reason(self) -> str | None:
+        """None when every module in `requires` is importable; else one line naming the missing ones."""
+        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"{self.name} target needs {', '.join(missing)} (not importable); run make install"
         return None
 
     def options(self, **given) -> object:
@@ -97,8 +119,9 @@ class BaseTarget:
     def needs_calibration(self, precision: Precision) -> bool:
         return precision in self.calibrated
 
-    def check(self, spec: ExportSpec, calibration: Calibration | None = None, *,
-              will_calibrate: bool = False) -> ExportSpec:
+    def check(self, spec: ExportSpec) -> CheckedSpec:
+        """Every rule a spec must pass before any work, once; the CheckedSpec it returns is what
+        `convert` takes. Calibration images are not asked for here (see `require_calibration`)."""
         reason = self.unavailable_reason()
         if reason:
             raise TargetUnavailableError(reason)
@@ -120,16 +143,29 @@ class BaseTarget:
                 raise ConversionError(f"{self.name}: int8 model I/O is not supported; inputs and outputs are float32")
             raise ConversionError(f"int8 I/O needs int8 precision on {self.name} "
                                   f"(asked for {spec.precision.value} with int8 I/O)")
-        if self.needs_calibration(spec.precision) and calibration is None and not will_calibrate:
+        fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(ExportSpec)}
+        checked = CheckedSpec(**{**fields, "options": options}, checker=self.name)
+        self._check(checked)
+        return checked
+
+    def _check(self, spec: CheckedSpec) -> None:
+        """Target-specific rules; spec.options is this target's Options."""
+
+    def require_calibration(self, spec: ExportSpec, calibration: Calibration | None) -> None:
+        """The calibration rule, apart from `check` because the images load after it: a precision that
+        calibrates needs them."""
+        if self.needs_calibration(spec.precision) and calibration is None:
             raise CalibrationRequiredError(
                 f"{self.name} {spec.precision.value} is static quantization and needs calibration images: "
                 "pass --calib-data DIR (preprocessed like the model's input) or --calib-data synthetic")
-        spec = dataclasses.replace(spec, options=options)
-        self._check(spec, calibration)
-        return spec
 
-    def _check(self, spec: ExportSpec, calibration: Calibration | None) -> None:
-        """Target-specific rules; spec.options is this target's Options."""
+    def checked(self, spec: ExportSpec, calibration: Calibration | None = None) -> CheckedSpec:
+        """The first line of every `convert`: a spec this target's `check` made passes as it is (the
+        convert sequence checked it), any other is checked here, once; then the calibration rule."""
+        if not spec.checked_by(self.name):
+            spec = self.check(spec)
+        self.require_calibration(spec, calibration)
+        return spec
 
     def runner(self, artifact: Artifact, **engine_options) -> Runner:
         raise NotImplementedError
@@ -175,7 +211,7 @@ def get_target(name: str) -> Target:
 
 
 def target_for_path(path: Path) -> Target:
-    """The target whose suffix the artifact has (for `mvdeploy check`)."""
+    """The target whose suffix the artifact has."""
     suffix = Path(path).suffix
     for target in registry().values():
         if target.suffix == suffix:
@@ -183,10 +219,19 @@ def target_for_path(path: Path) -> Target:
     raise UnknownNameError("artifact suffix", suffix or "(none)", [t.suffix for t in registry().values()])
 
 
+def load_artifact(path: Path) -> tuple[Target, Artifact]:
+    """An existing file, described by the target its suffix names (check, golden, bench, debug)."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"artifact {path} does not exist")
+    target = target_for_path(path)
+    return target, target.load(path)
+
+
 def target_option_names() -> dict[str, set[str]]:
     """Which target takes which option: for messages that name the right target."""
     return {t.name: {f.name for f in dataclasses.fields(t.Options)} for t in registry().values()}
 
 
-__all__ = ["Target", "BaseTarget", "NoOptions", "registry", "get_target", "target_for_path",
+__all__ = ["Target", "BaseTarget", "NoOptions", "registry", "get_target", "target_for_path", "load_artifact",
            "target_option_names", "did_you_mean", "ENTRY_POINT_GROUP"]

@@ -141,6 +141,20 @@ def test_import_and_help_stay_light():
     assert out[1] == "[]"
 
 
+def test_worker_scripts_need_only_numpy():
+    """A worker script runs under any Python with numpy (an emulated aarch64 one too): importing it pulls
+    in numpy, the standard library and our own numpy-only modules, nothing else. Negative control: the
+    same check sees typer once it is imported."""
+    code = ("import sys; before = set(sys.modules)\n"
+            "def foreign(): return sorted({k.split('.')[0] for k in set(sys.modules) - before}"
+            " - set(sys.stdlib_module_names) - {'numpy', 'mobilevit_deploy'})\n"
+            "import mobilevit_deploy.runners.litert_worker, mobilevit_deploy.runners.executorch_worker\n"
+            "print(foreign()); import typer; print(foreign())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]"
+    assert "typer" in out[1]
+
+
 def test_readme_python_api_example_runs_as_written(tmp_path):
     """The README's Python API block, run as a user would paste it (in a fresh folder)."""
     text = (ROOT / "README.md").read_text()

@@ -1,11 +1,12 @@
-"""Parity metrics on tiny hand-computed arrays, and the tolerance table's verdicts."""
+"""Parity metrics on tiny hand-computed arrays, and the named bounds' verdicts."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from mobilevit_deploy.parity import TOLERANCES, compare, tolerance_for
-from mobilevit_deploy.parity.compare import SQNR_CAP_DB, cosine
+from mobilevit_deploy.parity import FP16, FP32, INT8, WEIGHTS_8BIT, WEIGHTS_LOWBIT, compare, tolerance_for
+from mobilevit_deploy.parity.compare import SQNR_CAP_DB, cosine, noise_added, sqnr_from_power
 from mobilevit_deploy.spec import Precision
 
 
@@ -46,7 +47,7 @@ def test_nonfinite_values_are_counted_and_fail_every_precision():
     c = np.array([[1.0, np.nan, np.inf]])
     m = compare(r, c)
     assert m.nonfinite == 2
-    for tol in TOLERANCES.values():
+    for tol in (FP32, FP16, INT8, WEIGHTS_8BIT, WEIGHTS_LOWBIT):
         assert any("NaN/Inf" in line for line in tol.failures(m))
 
 
@@ -56,11 +57,28 @@ def test_cosine_zero_rows():
     assert cosine(z, np.ones((1, 3)))[0] == 0.0
 
 
+def test_sqnr_from_power_and_noise_added_by_hand():
+    assert sqnr_from_power(100.0, 1.0) == pytest.approx(20.0)
+    assert sqnr_from_power(1.0, 0.0) == SQNR_CAP_DB and sqnr_from_power(0.0, 1.0) == -SQNR_CAP_DB
+    # relative noise 1e-3, 1e-2, 5e-3: the second layer adds 9e-3, the third (cleaner) adds nothing
+    added = noise_added([30.0, 20.0, 10 * math.log10(200)])
+    assert added == pytest.approx([1e-3, 9e-3, 0.0])
+    assert noise_added([SQNR_CAP_DB, SQNR_CAP_DB]) == [0.0, 0.0]               # no noise at all: exactly none added
+
+
+def test_feature_maps_are_compared_without_classes():
+    r = np.array([[3.0, 4.0], [1.0, 0.0]])
+    c = np.array([[3.0, 5.0], [0.0, 1.0]])
+    m, with_classes = compare(r, c, classes=False), compare(r, c)
+    assert m.top1_agreement == 1.0 and m.top5_overlap == 1.0       # not measured: a feature map has no classes
+    assert m.sqnr_db == with_classes.sqnr_db and m.max_rel == with_classes.max_rel and with_classes.top1_agreement == 0.5
+
+
 def test_all_zero_candidate_fails_int8():
     """litert-torch's dynamic int8 once produced all-zero outputs: such an artifact must fail."""
     r = np.random.default_rng(0).normal(size=(4, 10))
     m = compare(r, np.zeros_like(r))
-    assert tolerance_for("tflite", Precision.int8).failures(m)
+    assert INT8.failures(m)
 
 
 def test_shape_mismatch_is_an_error():
@@ -68,8 +86,8 @@ def test_shape_mismatch_is_an_error():
         compare(np.zeros((1, 3)), np.zeros((1, 4)))
 
 
-def test_fp32_tolerance_reads_from_the_table():
-    tol = tolerance_for("onnx", Precision.fp32)
+def test_fp32_bound_passes_float_rounding_and_fails_a_1e4_change():
+    tol = FP32
     r = np.array([[1.0, -2.0, 4.0]])
     ok = compare(r, r * (1 + 1e-7))
     bad = compare(r, r + np.array([[0.0, 0.0, 4e-4]]))   # 1e-4 of the max |r|
@@ -80,13 +98,15 @@ def test_fp32_tolerance_reads_from_the_table():
 def test_top1_bound_is_skipped_for_random_weights():
     r = np.array([[1.0, 0.99]])
     c = np.array([[0.99, 1.0]])
-    tol = tolerance_for("tflite", Precision.int8)
+    tol = INT8
     m = compare(r, c)
     assert any("top-1" in f for f in tol.failures(m, trained=True))
     assert not any("top-1" in f for f in tol.failures(m, trained=False))
 
 
-def test_unknown_pair_lists_known():
+def test_tolerance_for_reads_the_targets_own_bounds_and_lists_them_when_missing():
     from mobilevit_deploy.errors import UnknownNameError
+    target = SimpleNamespace(name="onnx", tolerances={Precision.fp32: FP32})
+    assert tolerance_for(target, Precision.fp32) is FP32
     with pytest.raises(UnknownNameError, match="onnx-fp32"):
-        tolerance_for("onnx", Precision.int4)
+        tolerance_for(target, Precision.int4)

@@ -26,6 +26,12 @@ def test_preprocess_resizes_crops_and_normalizes():
     assert torch.allclose(x, torch.ones_like(x), atol=1e-6)      # (1 - 0.5) / 0.5
 
 
+def test_preprocess_from_dict_inverts_to_dict_and_sizes_a_mean_std_option():
+    pre = Preprocess(288, 256, (0.1, 0.2, 0.3), (0.5, 0.6, 0.7), "BGR", "bilinear")
+    assert Preprocess.from_dict(pre.to_dict()) == pre
+    assert Preprocess.from_dict({"mean": [0, 0, 0], "std": [1, 1, 1]}, size=64) == Preprocess(64, 64)
+
+
 def test_imagefolder_tree_labels_and_sampling(tmp_path):
     _tree(tmp_path)
     files, classes = list_images(tmp_path)

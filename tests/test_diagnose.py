@@ -39,8 +39,7 @@ def _manifest(root):
 
 
 def _preprocess(manifest) -> Preprocess:
-    p = manifest["preprocessing"]
-    return Preprocess(p["resize"], p["crop"], tuple(p["mean"]), tuple(p["std"]), p["color_order"], p["interpolation"])
+    return Preprocess.from_dict(manifest["preprocessing"])
 
 
 def _host(root, feeds):

@@ -119,7 +119,7 @@ def test_toy_parity(precision, converted, images, reference):
                                   "quantized_decomposed::dequantize_per_tensor"}, facts.kernels
     assert any("delegate calls" in note for note in artifact.notes)
     metrics = compare(reference, run(artifact, images))
-    assert tolerance_for("executorch", precision).failures(metrics, trained=False) == [], metrics
+    assert tolerance_for(TARGET, precision).failures(metrics, trained=False) == [], metrics
     if precision is Precision.fp32:
         assert metrics.max_rel < 5e-6, metrics
 
@@ -162,7 +162,7 @@ def test_negated_head_fails_parity(tmp_path, images, reference):
         negated.head.bias.neg_()
     artifact = TARGET.convert(negated, ExportSpec("toy", SIZE), tmp_path / "negated.pte")
     metrics = compare(reference, run(artifact, images))
-    failures = tolerance_for("executorch", Precision.fp32).failures(metrics, trained=False)
+    failures = tolerance_for(TARGET, Precision.fp32).failures(metrics, trained=False)
     assert metrics.max_rel > 0.1 and failures, metrics
 
 

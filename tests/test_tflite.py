@@ -133,7 +133,7 @@ def run(artifact, images: np.ndarray) -> np.ndarray:
 
 def assert_parity(artifact, precision: Precision, images, reference) -> None:
     metrics = compare(reference, run(artifact, images))
-    assert tolerance_for("tflite", precision).failures(metrics, trained=False) == [], metrics
+    assert tolerance_for(TARGET, precision).failures(metrics, trained=False) == [], metrics
     if precision is Precision.fp32:
         assert metrics.max_rel < 1e-5, metrics
     elif precision is Precision.fp16:
@@ -270,7 +270,7 @@ def test_tampered_weights_change_outputs(converted, toy, images, reference, tmp_
     tampered.write_bytes(bytes(data))
 
     metrics = compare(reference, run(TARGET.load(tampered), images))
-    failures = tolerance_for("tflite", Precision.fp32).failures(metrics, trained=False)
+    failures = tolerance_for(TARGET, Precision.fp32).failures(metrics, trained=False)
     assert metrics.max_rel > 0.1 and failures, metrics
 
 

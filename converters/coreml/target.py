@@ -9,12 +9,13 @@ from typing import Callable
 import numpy as np
 from torch import nn
 
+from mobilevit_deploy.debug.capture import CoreMLCapture
 from mobilevit_deploy.errors import ConversionError, MvDeployError, OptionsError, first_line
 from mobilevit_deploy.formats.mlpackage import (CONVERTER_KEY, describe_inputs, describe_outputs, load_spec,
-                                                preprocess_from, reproducible_manifest, stored_metadata,
-                                                written_precision)
+                                                reproducible_package, stored_metadata, written_precision)
+from mobilevit_deploy.parity.tolerances import FP16, FP32, INT8, WEIGHTS_8BIT, WEIGHTS_LOWBIT
 from mobilevit_deploy.runners.coreml import CoreMLRunner
-from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Layout, Precision
+from mobilevit_deploy.spec import Artifact, Calibration, CheckedSpec, ExportSpec, Layout, Precision, Preprocess
 from mobilevit_deploy.targets import BaseTarget
 
 from .frontends import FRONTENDS, LOGITS, to_mlmodel
@@ -31,20 +32,17 @@ class CoreMLTarget(BaseTarget):
     converters = tuple(FRONTENDS)
     Options = CoreMLOptions
     calibrated = (Precision.w8a8,)
+    tolerances = {Precision.fp32: FP32, Precision.fp16: FP16, Precision.int8: WEIGHTS_8BIT,
+                  Precision.palettize6: WEIGHTS_8BIT, Precision.palettize4: WEIGHTS_LOWBIT,
+                  Precision.int4: WEIGHTS_LOWBIT, Precision.w8a8: INT8}
+    requires = ("coremltools",)
+    intermediates = CoreMLCapture
 
-    def unavailable_reason(self) -> str | None:
-        try:
-            import coremltools  # noqa: F401
-        except ImportError:
-            return "coremltools is not installed (pip install coremltools==9.0)"
-        return None
-
-    def check(self, spec: ExportSpec, calibration: Calibration | None = None, *,
-              will_calibrate: bool = False) -> ExportSpec:
-        spec = super().check(spec, calibration, will_calibrate=will_calibrate)
+    def check(self, spec: ExportSpec) -> CheckedSpec:
+        spec = super().check(spec)
         return replace(spec, options=_with_model_facts(spec.options, spec))
 
-    def _check(self, spec: ExportSpec, calibration: Calibration | None) -> None:
+    def _check(self, spec: ExportSpec) -> None:
         recipe = RECIPES[spec.precision]
         if spec.options.ios < recipe.min_ios:
             raise ConversionError(
@@ -56,7 +54,7 @@ class CoreMLTarget(BaseTarget):
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:
-        spec = self.check(spec, calibration)
+        spec = self.checked(spec, calibration)
         options: CoreMLOptions = spec.options
         recipe = RECIPES[spec.precision]
         converter = spec.converter or self.converters[0]
@@ -82,7 +80,7 @@ class CoreMLTarget(BaseTarget):
                                   f"{type(e).__name__}: {first_line(e)}") from e
         describe(mlmodel, spec, options, converter)
         mlmodel.save(str(out_path))
-        reproducible_manifest(out_path)
+        reproducible_package(out_path)
         notes = [f"iOS {options.ios} ML Program, converted with {converter}"]
         notes += [recipe.note] if recipe.note else []
         notes += compression_notes
@@ -127,7 +125,7 @@ def _feed_for(options: CoreMLOptions, size: int) -> Callable[[np.ndarray], np.nd
     """Canonical normalized images -> what the model's input takes (pixels for an image input)."""
     if not options.image_input:
         return lambda x: x
-    return preprocess_from(options.preprocess, size).to_pixels
+    return Preprocess.from_dict(options.preprocess, size).to_pixels
 
 
 def _calibration_notes(spec: ExportSpec, calibration: Calibration | None) -> list[str]:

@@ -7,13 +7,13 @@ which ops it left to ExecuTorch's portable kernels (the artifact notes say both)
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 from torch import nn
 
 from mobilevit_deploy.errors import ArtifactError, ConversionError
 from mobilevit_deploy.formats.pte import PteFacts, precision_of, read_pte
+from mobilevit_deploy.parity.tolerances import FP32, INT8
 from mobilevit_deploy.runners.executorch import ExecuTorchRunner
 from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Layout, Precision
 from mobilevit_deploy.targets import BaseTarget
@@ -33,21 +33,17 @@ class ExecuTorchTarget(BaseTarget):
     converters = ("xnnpack",)            # the delegate the program is lowered to
     Options = ExecuTorchOptions
     calibrated = (Precision.int8,)
+    tolerances = {Precision.fp32: FP32, Precision.int8: INT8, Precision.int8_dynamic: INT8}
+    requires = ("executorch", "torchao")
 
-    def unavailable_reason(self) -> str | None:
-        missing = [m for m in ("executorch", "torchao") if importlib.util.find_spec(m) is None]
-        if missing:
-            return f"executorch target needs {', '.join(missing)} (not importable); run make install"
-        return None
-
-    def _check(self, spec: ExportSpec, calibration: Calibration | None) -> None:
+    def _check(self, spec: ExportSpec) -> None:
         if spec.layout is not Layout.nchw:
             raise ConversionError("executorch: only the nchw layout is supported "
                                   "(the .pte takes NCHW; XNNPACK picks its own layout inside)")
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:
-        spec = self.check(spec, calibration)
+        spec = self.checked(spec, calibration)
         out_path = Path(out_path)
         notes = export.convert(model.eval(), spec, out_path, calibration)
         return _describe(out_path, read_pte(out_path), spec.precision, self.converters[0], notes)

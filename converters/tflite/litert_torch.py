@@ -104,14 +104,21 @@ def _silu_as_sigmoid_mul(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+def int8_quantizer():
+    """The PT2E quantizer litert-torch lowers to TFLite int8: per-channel symmetric weights."""
+    from litert_torch.quantize import pt2e_quantizer
+
+    return pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+
+
 def _static(module, example, calibration, nhwc, what: str):
     """PT2E static PTQ with the quantizer litert-torch lowers to TFLite int8; -> (edge model, notes)."""
     import litert_torch
-    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from litert_torch.quantize import quant_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = int8_quantizer()
     graph, batched = calibration_graph(module, example)
     prepared = prepare_pt2e(graph, quantizer)
     image_size = example[0].shape[2]                             # [1, 3, S, S] or [1, S, S, 3]

@@ -17,8 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilevit_deploy.debug.capture import LiteRTCapture
 from mobilevit_deploy.errors import ArtifactError, ConversionError, TargetUnavailableError
 from mobilevit_deploy.formats.tflite import TfliteFacts, precision_of, read_tflite, refuse_custom_ops
+from mobilevit_deploy.parity.report import declared_precision
+from mobilevit_deploy.parity.tolerances import FP16, FP32, INT8
 from mobilevit_deploy.runners.litert import LiteRTRunner
 from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Precision
 from mobilevit_deploy.targets import BaseTarget
@@ -47,20 +50,22 @@ class TFLiteTarget(BaseTarget):
     Options = TFLiteOptions
     calibrated = (Precision.int8, Precision.int8_static)
     int8_io_precisions = (Precision.int8, Precision.int8_static)
+    tolerances = {Precision.fp32: FP32, Precision.fp16: FP16, Precision.int8: INT8,
+                  Precision.int8_static: INT8, Precision.int8_dynamic: INT8}
+    requires = ("ai_edge_litert", "litert_torch", "torchao")
+    intermediates = LiteRTCapture
 
-    def unavailable_reason(self) -> str | None:
-        missing = [m for m in ("ai_edge_litert", "litert_torch", "torchao") if importlib.util.find_spec(m) is None]
-        if missing:
-            return f"tflite target needs {', '.join(missing)} (not importable); run make install"
-        return None
+    def layer_quantizer(self):
+        """The PT2E quantizer of the litert-torch int8 conversion, for the report's per-layer analysis."""
+        return litert_torch.int8_quantizer()
 
-    def _check(self, spec: ExportSpec, calibration: Calibration | None) -> None:
+    def _check(self, spec: ExportSpec) -> None:
         if spec.converter == "onnx2tf" and importlib.util.find_spec("onnx2tf") is None:
             raise TargetUnavailableError("the onnx2tf converter needs onnx2tf (not importable); run make install")
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:
-        spec = self.check(spec, calibration)
+        spec = self.checked(spec, calibration)
         converter = spec.converter or self.converters[0]
         out_path = Path(out_path)
         model = model.eval()
@@ -77,14 +82,15 @@ class TFLiteTarget(BaseTarget):
         return replace(artifact, notes=(*artifact.notes, delegation_note(artifact)))
 
     def load(self, path: Path, precision: Precision | None = None) -> Artifact:
-        """Describe a .tflite from the file itself; `precision` (default: read from the tensor types)."""
+        """Describe a .tflite from the file itself; `precision` (default: read from the tensor types, and
+        int8 told from int8-static by what mvdeploy wrote about the file)."""
         path = Path(path)
         facts = read_tflite(path)
         refuse_custom_ops(path, facts)
         if len(facts.inputs) != 1 or len(facts.inputs[0].shape) != 4:
             raise ArtifactError(f"{path}: expected one image input [1, 3, H, W] or [1, H, W, 3], "
                                 f"found {[t.shape for t in facts.inputs]}")
-        return _describe(path, facts, precision or precision_of(facts), "", ())
+        return _describe(path, facts, precision or precision_of(facts, declared_precision(path)), "", ())
 
     def runner(self, artifact: Artifact, *, num_threads: int = 2, **engine_options) -> LiteRTRunner:
         return LiteRTRunner(artifact, num_threads=num_threads, **engine_options)

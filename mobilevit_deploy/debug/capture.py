@@ -2,7 +2,9 @@
 
 Every engine capture works in two steps, so only the tensors the alignment picked are fetched:
 `tensors()` describes what the engine can return (name, shape, order, scope), `values(keys, images)`
-returns those tensors for each image, stacked [N, ...], float32 (int8 tensors dequantized).
+returns those tensors for each image, stacked [N, ...], float32 (int8 tensors dequantized), through
+the runner's `infer_intermediates`. A target names the capture of its engine in its `intermediates`
+attribute (None: debug cannot reach its intermediate tensors); this module names no target.
 """
 from __future__ import annotations
 
@@ -116,7 +118,7 @@ class OnnxCapture(_OpenOnce):
         from ..runners.onnxruntime import OnnxRuntimeRunner
 
         with OnnxRuntimeRunner(replace(self.artifact, path=self.copy)) as runner:
-            return [runner.infer_named(images[i:i + 1], names) for i in range(len(images))]
+            return [runner.infer_intermediates(images[i:i + 1], names) for i in range(len(images))]
 
     @property
     def engine(self) -> str:
@@ -162,7 +164,7 @@ class LiteRTCapture(_OpenOnce):
     def values(self, keys: list, images: np.ndarray) -> dict:
         per_key: dict = {k: [] for k in keys}
         for i in range(len(images)):
-            for k, value in zip(keys, self.runner.infer_tensors(images[i:i + 1], keys)):
+            for k, value in self.runner.infer_intermediates(images[i:i + 1], keys).items():
                 per_key[k].append(_dequantized(value, self.details[k]))
         return {k: np.stack(v) for k, v in per_key.items()}
 
@@ -187,7 +189,7 @@ class CoreMLCapture(_OpenOnce):
                 if shape is not None]
 
     def values(self, keys: list, images: np.ndarray) -> dict:
-        runs = [self.runner.infer_kept(images[i:i + 1], set(keys)) for i in range(len(images))]
+        runs = [self.runner.infer_intermediates(images[i:i + 1], keys) for i in range(len(images))]
         return {k: np.stack([np.asarray(r[k], dtype=np.float32) for r in runs]) for k in keys}
 
     @property
@@ -196,15 +198,15 @@ class CoreMLCapture(_OpenOnce):
         return INTERPRETER_ENGINE + ", every op's result kept"
 
 
-CAPTURES = {"onnx": OnnxCapture, "tflite": LiteRTCapture, "coreml": CoreMLCapture}
+def engine_capture(target, artifact: Artifact, module_names: set[str], workdir: Path):
+    """The capture `target` declares in its `intermediates` attribute, opened on `artifact`."""
+    capture = getattr(target, "intermediates", None)
+    if capture is None:
+        from ..targets import registry
 
-
-def engine_capture(artifact: Artifact, module_names: set[str], workdir: Path):
-    try:
-        capture = CAPTURES[artifact.target]
-    except KeyError:
-        raise ArtifactError(f"debug cannot expose intermediates of {artifact.target} files "
-                            f"(it can for: {', '.join(CAPTURES)})") from None
+        able = [t.name for t in registry().values() if getattr(t, "intermediates", None) is not None]
+        raise ArtifactError(f"debug cannot expose intermediates of {target.name} files "
+                            f"(it can for: {', '.join(able)})")
     return capture(artifact, module_names, workdir)
 
 

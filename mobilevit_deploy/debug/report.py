@@ -71,16 +71,6 @@ class DebugReport:
                 "layers": [layer.to_dict() for layer in self.layers], "notes": self.notes}
 
 
-def noise_added(sqnrs: list[float]) -> list[float]:
-    """Relative noise power (noise / signal) each layer adds over the layer before; the input is exact."""
-    previous, out = 0.0, []
-    for value in sqnrs:
-        relative = 10.0 ** (-value / 10.0)
-        out.append(max(0.0, relative - previous))
-        previous = relative
-    return out
-
-
 def sqnr_drops(sqnrs: list[float]) -> list[float]:
     """SQNR lost at each layer against the one before (the input counts as exact)."""
     previous = SQNR_CAP_DB

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 
 from ..fusion import fuse
-from ..parity.compare import Metrics, cosine, sqnr_db
+from ..parity.compare import Metrics, compare, noise_added
 from ..parity.tolerances import tolerance_for
 from .align import UNMAPPED, Mapping, align, counts
 from .capture import capture_torch, engine_capture, workspace
-from .report import DebugReport, LayerRecord, noise_added, sqnr_drops, write
+from .report import DebugReport, LayerRecord, sqnr_drops, write
 
 SYNTHETIC_IMAGES = 2      # per run: seeded synthetic images ...
 REAL_IMAGES = 2           # ... plus real ones (--data, else the reference checkpoint's test split)
@@ -25,15 +25,7 @@ def _as_reference(candidate: np.ndarray, reference: np.ndarray, layout: str) -> 
 
 def layer_metrics(reference: np.ndarray, candidate: np.ndarray) -> Metrics:
     """The parity metrics of one layer's outputs [N, D] (no top-k: a feature map has no classes)."""
-    r, c = reference.astype(np.float64), candidate.astype(np.float64)
-    nonfinite = int(c.size - np.count_nonzero(np.isfinite(c)))
-    c = np.where(np.isfinite(c), c, 0.0)
-    err = np.abs(c - r)
-    scale = np.maximum(np.abs(r).max(axis=1), np.finfo(np.float64).tiny)
-    cos = cosine(r, c)
-    return Metrics(max_abs=float(err.max()), mean_abs=float(err.mean()), max_rel=float((err.max(axis=1) / scale).max()),
-                   cosine_min=float(cos.min()), cosine_mean=float(cos.mean()), sqnr_db=sqnr_db(r, c),
-                   top1_agreement=1.0, top5_overlap=1.0, nonfinite=nonfinite)
+    return compare(reference, candidate, classes=False)
 
 
 def debug_file(path: Path, model: str, weights: Path | str | None = None, num_classes: int | None = None,
@@ -50,14 +42,14 @@ def debug_file(path: Path, model: str, weights: Path | str | None = None, num_cl
     modules, reference = capture_torch(exported, inputs.images)
     names = {m.name for m in modules} | {n for n, _ in exported.named_modules() if n}
 
-    with workspace() as tmp, engine_capture(artifact, names, Path(tmp)) as capture:
+    with workspace() as tmp, engine_capture(target, artifact, names, Path(tmp)) as capture:
         tensors = capture.tensors(inputs.images[0])
         mappings = align(modules, tensors, capture.nhwc_first)
         keys = list(dict.fromkeys(m.tensor.key for m in mappings if m.tensor is not None))
         values = capture.values(keys, inputs.images)
         engine = capture.engine
 
-    tolerance = tolerance_for(target.name, artifact.precision)
+    tolerance = tolerance_for(target, artifact.precision)
     kinds = {m.name: m for m in modules}
     mapped = [m for m in mappings if m.tensor is not None]
     metrics = [layer_metrics(reference[m.module].reshape(len(inputs.images), -1),

@@ -1,4 +1,4 @@
-"""The .mlpackage format: find its files, read its spec, describe it, and rewrite its manifest.
+"""The .mlpackage format: find its files, read its spec, describe it, and rewrite it reproducibly.
 
 Everything here reads the model spec protobuf alone (no weight blob), so describing a package stays
 cheap; the weights are read only by the reference interpreter (`mobilevit_deploy.mil`), which takes
@@ -81,10 +81,27 @@ def load_spec(package: Path):
     return spec
 
 
+# coremltools' own metadata that is not a function of the model
+UNREPRODUCIBLE_METADATA = ("com.github.apple.coremltools.conversion_date",)
+
+
+def reproducible_package(package: Path) -> None:
+    """Make a saved package a function of the model alone, so the same model gives byte-identical
+    packages in any process on any day (bundles are checksummed and compared): the spec rewritten
+    with protobuf's deterministic serialization (map entries in key order; coremltools writes them in
+    hash order, which changes between processes), without the conversion date, and the manifest's
+    random item identifiers replaced (`reproducible_manifest`)."""
+    spec_path, _ = model_files(package)
+    spec = load_spec(package)
+    for key in UNREPRODUCIBLE_METADATA:
+        spec.description.metadata.userDefined.pop(key, None)
+    spec_path.write_bytes(spec.SerializeToString(deterministic=True))
+    reproducible_manifest(package)
+
+
 def reproducible_manifest(package: Path) -> None:
     """Replace the random item identifiers coremltools writes into Manifest.json with ids derived
-    from each item's path. Why: everything else in a package is a function of the model, so the
-    same model then gives byte-identical packages (bundles are checksummed and compared)."""
+    from each item's path, and write it with sorted keys."""
     manifest_path = Path(package) / "Manifest.json"
     manifest = json.loads(manifest_path.read_text())
     entries = manifest["itemInfoEntries"]
@@ -215,17 +232,10 @@ def stored_metadata(spec) -> dict[str, str]:
     return dict(spec.description.metadata.userDefined)
 
 
-def preprocess_from(values: dict, size: int) -> Preprocess:
-    """A stored or given preprocess dict (a full Preprocess.to_dict(), or only mean and std) as a
-    Preprocess; resize and crop default to the input size."""
-    return Preprocess(int(values.get("resize", size)), int(values.get("crop", size)),
-                      tuple(values["mean"]), tuple(values["std"]))
-
-
 def stored_preprocess(spec, size: int) -> Preprocess | None:
     """The preprocessing mvdeploy stored for an image input (PREPROCESS_KEY), or None."""
     metadata = stored_metadata(spec)
-    return preprocess_from(json.loads(metadata[PREPROCESS_KEY]), size) if PREPROCESS_KEY in metadata else None
+    return Preprocess.from_dict(json.loads(metadata[PREPROCESS_KEY]), size) if PREPROCESS_KEY in metadata else None
 
 
 # ---------------------------------------------------------------- precision of any package

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import ArtifactError
 from ..spec import Precision, TensorSpec, guess_layout
+from .flatbuffer import read_flatbuffer
 
 FILE_IDENTIFIER = b"ET12"          # bytes 4..8 of a program flatbuffer
 METHOD = "forward"
@@ -57,19 +58,7 @@ class PteFacts:
 
 
 def read_pte(path: Path) -> PteFacts:
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from None
-    if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
-        raise ArtifactError(f"{path} is not an ExecuTorch program (no {FILE_IDENTIFIER.decode()} identifier)")
-    try:
-        return _facts(data)
-    except ArtifactError as e:
-        raise ArtifactError(f"{path}: {e}") from None
-    except Exception as e:       # truncated or corrupt: index/struct errors from the flatbuffer walk
-        raise ArtifactError(f"{path} is not a readable ExecuTorch program ({type(e).__name__}: {e})") from None
+    return read_flatbuffer(path, FILE_IDENTIFIER, "an ExecuTorch program", _facts)
 
 
 def precision_of(facts: PteFacts) -> Precision:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ArtifactError, ConversionError
 from ..spec import Precision, TensorSpec, guess_layout
+from .flatbuffer import read_flatbuffer
 
 # Custom ops the stock LiteRT op resolver registers; any other custom op cannot run here.
 RESOLVER_CUSTOM_OPS = frozenset({"TFLite_Detection_PostProcess"})
@@ -48,19 +49,8 @@ def read_tflite(path: Path) -> TfliteFacts:
     """Parse the flatbuffer: subgraph 0's I/O tensors (shape, dtype, quantization) and every op name."""
     from ai_edge_litert import schema_py_generated as schema
 
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from None
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ArtifactError(f"{path} is not a TFLite flatbuffer (no TFL3 identifier)")
-    try:
-        return _facts(schema.Model.GetRootAs(data, 0), schema)
-    except ArtifactError:
-        raise
-    except Exception as e:       # a truncated or corrupt flatbuffer: struct/index errors from the reader
-        raise ArtifactError(f"{path} is not a readable TFLite model ({type(e).__name__}: {e})") from None
+    return read_flatbuffer(path, b"TFL3", "a TFLite flatbuffer",
+                           lambda data: _facts(schema.Model.GetRootAs(data, 0), schema))
 
 
 def _facts(model, schema) -> TfliteFacts:
@@ -128,10 +118,12 @@ def refuse_custom_ops(path: Path, facts: TfliteFacts) -> None:
     )
 
 
-def precision_of(facts: TfliteFacts) -> Precision:
-    """What a file holds: int8 activations -> int8; int8 weights only -> int8-dynamic; fp16 weights -> fp16."""
+def precision_of(facts: TfliteFacts, declared: str | None = None) -> Precision:
+    """What a file holds: int8 activations -> int8; int8 weights only -> int8-dynamic; fp16 weights -> fp16.
+    int8 and int8-static files hold the same tensor types: `declared` (what mvdeploy wrote about the
+    file, `parity.report.declared_precision`) tells them apart, and is ignored when the file says otherwise."""
     if facts.activation_types & {"INT8", "UINT8"}:
-        return Precision.int8
+        return Precision.int8_static if declared == Precision.int8_static.value else Precision.int8
     if "INT8" in facts.weight_types:
         return Precision.int8_dynamic
     if "FLOAT16" in facts.weight_types:

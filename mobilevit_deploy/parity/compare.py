@@ -45,6 +45,11 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     signal = float(np.sum(reference.astype(np.float64) ** 2))
     noise = float(np.sum((candidate.astype(np.float64) - reference) ** 2))
+    return sqnr_from_power(signal, noise)
+
+
+def sqnr_from_power(signal: float, noise: float) -> float:
+    """10 log10(signal / noise) for summed squares, within +-300 dB (no noise: +300, no signal: -300)."""
     if noise == 0.0:
         return SQNR_CAP_DB
     if signal == 0.0:
@@ -52,8 +57,22 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(min(SQNR_CAP_DB, 10.0 * np.log10(signal / noise)))
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray) -> Metrics:
-    """Metrics of candidate against reference; both [N, K] (anything else is flattened per sample)."""
+def noise_added(sqnrs: list[float]) -> list[float]:
+    """The noise power (relative to the signal's) each layer adds over the layer before, from the layers'
+    SQNRs in network order; the input and a layer at the cap count as exact, and a layer cleaner than the
+    one before adds 0. Per-layer error measures rank by this: dB drops overweight layers still clean."""
+    previous, out = 0.0, []
+    for value in sqnrs:
+        relative = 0.0 if value >= SQNR_CAP_DB else 10.0 ** (-value / 10.0)     # noise power / signal power
+        out.append(max(0.0, relative - previous))
+        previous = relative
+    return out
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, classes: bool = True) -> Metrics:
+    """Metrics of candidate against reference; both [N, K] (anything else is flattened per sample).
+    `classes=False` for outputs that are not class scores (a layer's feature map): top-1 and top-5
+    agreement are not measured and read 1.0."""
     r = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
     c = np.asarray(candidate, dtype=np.float64).reshape(len(candidate), -1)
     if r.shape != c.shape:
@@ -64,8 +83,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> Metrics:
     err = np.abs(c_finite - r)
     scale = np.maximum(np.max(np.abs(r), axis=1), np.finfo(np.float64).tiny)
     cos = cosine(r, c_finite)
-    top5_r, top5_c = _topk(r, 5), _topk(c_finite, 5)
-    overlap = [len(set(a) & set(b)) / len(a) for a, b in zip(top5_r, top5_c)]
+    top1, top5 = _agreement(r, c_finite) if classes else (1.0, 1.0)
     return Metrics(
         max_abs=float(err.max()),
         mean_abs=float(err.mean()),
@@ -73,7 +91,13 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> Metrics:
         cosine_min=float(cos.min()),
         cosine_mean=float(cos.mean()),
         sqnr_db=sqnr_db(r, c_finite),
-        top1_agreement=float(np.mean(np.argmax(r, axis=1) == np.argmax(c_finite, axis=1))),
-        top5_overlap=float(np.mean(overlap)),
+        top1_agreement=top1,
+        top5_overlap=top5,
         nonfinite=nonfinite,
     )
+
+
+def _agreement(r: np.ndarray, c: np.ndarray) -> tuple[float, float]:
+    """(fraction of samples whose argmax agrees, mean fraction of the reference's top-5 in the candidate's)."""
+    overlap = [len(set(a) & set(b)) / len(a) for a, b in zip(_topk(r, 5), _topk(c, 5))]
+    return float(np.mean(np.argmax(r, axis=1) == np.argmax(c, axis=1))), float(np.mean(overlap))

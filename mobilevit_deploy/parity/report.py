@@ -46,3 +46,23 @@ def parity_path(artifact: Path) -> Path:
     """<artifact>.parity.json beside the artifact."""
     artifact = Path(artifact)
     return artifact.with_name(artifact.name + ".parity.json")
+
+
+def declared_precision(artifact: Path) -> str | None:
+    """The precision a file was made as, by what mvdeploy wrote about it: its parity report's, else the
+    one its name carries (`<model>-<precision>[-<converter>]<suffix>`); None when neither says. For
+    formats whose tensors cannot tell two recipes apart (TFLite int8 and int8-static)."""
+    from ..spec import Precision
+
+    artifact = Path(artifact)
+    try:
+        said = json.loads(parity_path(artifact).read_text()).get("precision")
+    except (OSError, ValueError, AttributeError):
+        said = None
+    if said in {p.value for p in Precision}:
+        return said
+    name = artifact.name[:-len(artifact.suffix)] if artifact.suffix else artifact.name
+    for value in sorted((p.value for p in Precision), key=len, reverse=True):     # int8-static before int8
+        if name.endswith(f"-{value}") or f"-{value}-" in name:
+            return value
+    return None

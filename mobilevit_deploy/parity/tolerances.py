@@ -1,4 +1,8 @@
-"""The one tolerance table, keyed by (target, precision). Tests and the checker read it from here.
+"""The named parity bounds every target builds its tolerances from, and `tolerance_for`.
+
+Each target declares `tolerances: dict[Precision, Tolerance]` (one entry per precision it converts),
+built from the bounds below, so a third-party target brings its own without touching this module.
+The checker and the tests read a target's bound through `tolerance_for(target, precision)`.
 
 Why these numbers (measured on this project's models; see README "Parity"):
 - fp32: a correct conversion stays near 1e-6 of the logits' magnitude, while scaling one attention
@@ -42,36 +46,18 @@ class Tolerance:
         return out
 
 
-_FP32 = Tolerance(max_rel=5e-6, cosine_min=0.999999, sqnr_db=90.0)
-_FP16 = Tolerance(max_rel=2e-2, cosine_min=0.9995, sqnr_db=40.0, top1_agreement=0.99)
-_INT8 = Tolerance(cosine_min=0.98, sqnr_db=15.0, top1_agreement=0.95)
-_WEIGHTS_8BIT = Tolerance(cosine_min=0.995, sqnr_db=20.0, top1_agreement=0.97)
-_WEIGHTS_LOWBIT = Tolerance(cosine_min=0.95, sqnr_db=10.0, top1_agreement=0.85)
-
-TOLERANCES: dict[tuple[str, Precision], Tolerance] = {
-    ("onnx", Precision.fp32): _FP32,
-    ("tflite", Precision.fp32): _FP32,
-    ("tflite", Precision.fp16): _FP16,
-    ("tflite", Precision.int8): _INT8,
-    ("tflite", Precision.int8_static): _INT8,
-    ("tflite", Precision.int8_dynamic): _INT8,
-    ("coreml", Precision.fp32): _FP32,
-    ("coreml", Precision.fp16): _FP16,
-    ("coreml", Precision.int8): _WEIGHTS_8BIT,
-    ("coreml", Precision.palettize6): _WEIGHTS_8BIT,
-    ("coreml", Precision.palettize4): _WEIGHTS_LOWBIT,
-    ("coreml", Precision.int4): _WEIGHTS_LOWBIT,
-    ("coreml", Precision.w8a8): _INT8,
-    ("executorch", Precision.fp32): _FP32,
-    ("executorch", Precision.int8): _INT8,
-    ("executorch", Precision.int8_dynamic): _INT8,
-}
+FP32 = Tolerance(max_rel=5e-6, cosine_min=0.999999, sqnr_db=90.0)
+FP16 = Tolerance(max_rel=2e-2, cosine_min=0.9995, sqnr_db=40.0, top1_agreement=0.99)
+INT8 = Tolerance(cosine_min=0.98, sqnr_db=15.0, top1_agreement=0.95)
+WEIGHTS_8BIT = Tolerance(cosine_min=0.995, sqnr_db=20.0, top1_agreement=0.97)    # 8-bit / 6-bit weights, float activations
+WEIGHTS_LOWBIT = Tolerance(cosine_min=0.95, sqnr_db=10.0, top1_agreement=0.85)   # 4-bit weights, float activations
 
 
-def tolerance_for(target: str, precision: Precision) -> Tolerance:
+def tolerance_for(target, precision: Precision) -> Tolerance:
+    """The bound `target` (anything with `name` and `tolerances`) declares for `precision`."""
     try:
-        return TOLERANCES[(target, precision)]
+        return target.tolerances[precision]
     except KeyError:
         from ..errors import UnknownNameError
-        known = sorted(f"{t}-{p.value}" for t, p in TOLERANCES)
-        raise UnknownNameError("target-precision pair", f"{target}-{precision.value}", known) from None
+        known = sorted(f"{target.name}-{p.value}" for p in target.tolerances)
+        raise UnknownNameError("target-precision pair", f"{target.name}-{precision.value}", known) from None

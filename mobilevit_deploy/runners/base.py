@@ -3,19 +3,21 @@
 Every runner is built the same way, `Runner(artifact, **engine_options)`, and used in a `with` block:
 `__enter__` loads (`_open`), `__exit__` releases (`_close`), `infer()` checks the feed and calls
 `_infer()` one sample at a time. Outside its `with` block a runner raises RunnerStateError.
+A runner whose engine can return intermediate tensors (for `mvdeploy debug`) implements
+`_infer_intermediates()` behind `infer_intermediates(x, names) -> {name: value}`.
 
 The feed is always the canonical layout: float32 images [N, 3, H, W], preprocessed. Each runner
 owns its own layout (NHWC for TFLite) and integer I/O, so comparisons see one layout.
 """
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 
 from ..errors import ArtifactError, RunnerStateError
+from .timing import time_calls
 
 
 class Runner(ABC):
@@ -81,14 +83,17 @@ class Runner(ABC):
         closer to the engine (LiteRT inside its worker) override this."""
         self._require_active()
         x = np.ascontiguousarray(np.asarray(image, dtype=np.float32)[:1])
-        for _ in range(warmup):
-            self._infer(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            self._infer(x)
-            times.append((time.perf_counter() - start) * 1e3)
-        return times
+        return time_calls(lambda: self._infer(x), repeats, warmup)
+
+    def infer_intermediates(self, x: np.ndarray, names: list) -> dict:
+        """One canonical image [1, 3, H, W] -> {name: value} for the intermediate tensors asked for, as
+        the engine holds them (layout and dtype unchanged), for `mvdeploy debug`. A name is what the
+        engine calls a tensor (a graph value's name, a tensor index, an op result's name)."""
+        self._require_active()
+        return self._infer_intermediates(np.asarray(x, dtype=np.float32)[:1], list(names))
+
+    def _infer_intermediates(self, x: np.ndarray, names: list) -> dict:
+        raise ArtifactError(f"the {self.name} runner cannot return intermediate tensors")
 
     @abstractmethod
     def _infer(self, x: np.ndarray) -> np.ndarray:

@@ -163,6 +163,7 @@ class CoreMLRunner(Runner):
                 out.append((var.name, op.type, tuple(shape) if known else None))
         return out
 
-    def infer_kept(self, x: np.ndarray, keep: set[str]) -> dict[str, object]:
-        """One canonical image [1, 3, H, W] -> the kept tensors by name (and the program's outputs)."""
-        return self._interpreter().run({self.input_name: self._to_model(x)}, keep=keep)
+    def _infer_intermediates(self, x: np.ndarray, names: list[str]) -> dict[str, object]:
+        """The op results asked for, by name (reference interpreter only)."""
+        values = self._interpreter().run({self.input_name: self._to_model(x)}, keep=set(names))
+        return {name: values[name] for name in names}

@@ -3,7 +3,7 @@
 Why a worker process: the runtime and its XNNPACK delegate are native code, and a bad .pte can
 abort or segfault them. In the worker that is a failed check naming the signal; in-process it would
 kill the CLI. The worker (executorch_worker.py) loads the program once when the runner opens and
-answers requests in the LiteRT worker's protocol (litert_protocol.py) until the runner closes.
+answers requests in the protocol every worker engine speaks (worker_protocol.py) until the runner closes.
 
 .pte files from mvdeploy take and return float32 NCHW (int8 files quantize inside the graph), so
 this side only checks that the program's input is what the artifact says it is.

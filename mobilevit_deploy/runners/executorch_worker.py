@@ -1,34 +1,16 @@
 """The ExecuTorch worker process: one loaded `forward` method, answering the runner's requests until "quit".
 
 Started by `ExecuTorchRunner` as `python -c "from mobilevit_deploy.runners.executorch_worker import serve; serve()"`.
-It speaks the LiteRT worker's protocol (litert_protocol.py: a JSON header, then .npy frames). A
-handler's exception goes back as an error reply (the runner raises ArtifactError), so only a native
-crash ends the worker early. fd 1 is moved to stderr first, so native prints never corrupt the protocol.
+Each request names a handler in HANDLERS; the loop that answers them (worker_protocol.serve: a JSON
+header, then .npy frames; a handler's exception as an error reply) is shared with every worker engine.
 """
 from __future__ import annotations
 
-import os
-import sys
-import time
-from typing import Callable
-
 import numpy as np
 
-from .litert_protocol import read_message, write_message
-
-Reply = tuple[dict, list[np.ndarray]]
-
-
-class Worker:
-    """What the handlers share: the loaded method, once loaded."""
-
-    def __init__(self):
-        self.method = None
-
-    def loaded(self):
-        if self.method is None:
-            raise ValueError("no program is loaded (send a load request first)")
-        return self.method
+from . import worker_protocol
+from .timing import time_calls
+from .worker_protocol import Handler, Reply, Worker
 
 
 def load(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply:
@@ -42,7 +24,7 @@ def load(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply:
     if method is None:
         raise ValueError(f"the program has no 'forward' method (methods: {sorted(program.method_names)})")
     meta = method.metadata
-    worker.method = method
+    worker.engine = method
     return {"inputs": [_tensor_meta(meta.input_tensor_meta(i)) for i in range(meta.num_inputs())],
             "outputs": [_tensor_meta(meta.output_tensor_meta(i)) for i in range(meta.num_outputs())],
             "threads": int(portable_lib._threadpool_get_thread_count())}, []
@@ -60,17 +42,10 @@ def time_execute(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Repl
     import torch
 
     method, x = worker.loaded(), [torch.from_numpy(arrays[0])]
-    for _ in range(header["warmup"]):
-        method.execute(x)
-    times = []
-    for _ in range(header["repeats"]):
-        start = time.perf_counter()
-        method.execute(x)
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"times_ms": times}, []
+    return {"times_ms": time_calls(lambda: method.execute(x), header["repeats"], header["warmup"])}, []
 
 
-HANDLERS: dict[str, Callable[[Worker, dict, list[np.ndarray]], Reply]] = {
+HANDLERS: dict[str, Handler] = {
     "load": load,
     "infer": infer,
     "time": time_execute,
@@ -78,31 +53,8 @@ HANDLERS: dict[str, Callable[[Worker, dict, list[np.ndarray]], Reply]] = {
 
 
 def serve() -> None:
-    """Read a request, answer it, until "quit" or end of input."""
-    protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)                    # native prints go to stderr, never into the protocol
-    sys.stdout = sys.stderr
-    protocol_in = sys.stdin.buffer
-    worker = Worker()
-    while True:
-        try:
-            header, arrays = read_message(protocol_in)
-        except EOFError:
-            return
-        op = header["op"]
-        if op == "quit":
-            return
-        try:
-            handler = HANDLERS.get(op)
-            if handler is None:
-                raise ValueError(f"unknown request {op!r}")
-            reply, out = handler(worker, header, arrays)
-        except Exception as e:       # reported to the parent as an ArtifactError with this message
-            message = str(e).strip().splitlines()
-            write_message(protocol_out, {"ok": False, "error": f"{type(e).__name__}: "
-                                                              + (message[0] if message else "")})
-            continue
-        write_message(protocol_out, {**reply, "ok": True}, out)
+    """Answer the runner's requests until "quit" or end of input."""
+    worker_protocol.serve(HANDLERS, Worker("program"))
 
 
 def _tensor_meta(info) -> dict:

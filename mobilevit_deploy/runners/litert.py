@@ -3,7 +3,7 @@
 Why a worker process: the interpreter is native code, and a bad or unlucky .tflite can abort or
 segfault it (onnx2tf's int16-activation files do). In the worker that is a failed check naming the
 signal; in-process it would kill the CLI. The worker (litert_worker.py) is started when the runner
-opens, loads the model once and answers requests (litert_protocol.py) until the runner closes.
+opens, loads the model once and answers requests (worker_protocol.py) until the runner closes.
 
 This side owns the layout (NHWC files get a transposed feed) and integer I/O (quantize the feed,
 dequantize the logits with the interpreter's own scale and zero point). Files with ops the
@@ -101,13 +101,11 @@ class LiteRTRunner(WorkerRunner):
         reply, _ = self._request({"op": "ops"})
         return reply["ops"]
 
-    def infer_tensors(self, x: np.ndarray, indices: list[int]) -> list[np.ndarray]:
-        """One canonical image [1, 3, H, W] -> the tensors asked for, as the interpreter holds them
-        (layout and dtype unchanged; intermediates need preserve_all_tensors=True)."""
-        self._require_active()
-        _, arrays = self._request({"op": "infer_tensors", "indices": [int(i) for i in indices]},
-                                  [self._feed(np.asarray(x, dtype=np.float32)[:1])])
-        return arrays
+    def _infer_intermediates(self, x: np.ndarray, indices: list[int]) -> dict[int, np.ndarray]:
+        """The tensors asked for by index (intermediates need preserve_all_tensors=True)."""
+        _, arrays = self._request({"op": "infer_intermediates", "indices": [int(i) for i in indices]},
+                                  [self._feed(x)])
+        return dict(zip(indices, arrays))
 
     def _feed(self, x: np.ndarray) -> np.ndarray:
         """Canonical [1, 3, H, W] float32 -> what the interpreter's input takes (layout, int8)."""

@@ -1,35 +1,16 @@
 """The LiteRT worker process: one interpreter, answering the runner's requests until "quit".
 
 Started by `LiteRTRunner` as `python -c "from mobilevit_deploy.runners.litert_worker import serve; serve()"`.
-Each request names a handler in HANDLERS; a handler's exception goes back to the runner as an
-error reply (the runner raises ArtifactError), so only a native crash ends the worker early.
-The protocol is on the original stdin/stdout; fd 1 is moved to stderr first, so anything native
-code prints can never corrupt it.
+Each request names a handler in HANDLERS; the loop that answers them, and what happens to a handler's
+exception, is worker_protocol.serve, shared with every worker engine.
 """
 from __future__ import annotations
 
-import os
-import sys
-import time
-from typing import Callable
-
 import numpy as np
 
-from .litert_protocol import read_message, write_message
-
-Reply = tuple[dict, list[np.ndarray]]
-
-
-class Worker:
-    """What the handlers share: the interpreter, once loaded."""
-
-    def __init__(self):
-        self.interpreter = None
-
-    def loaded(self):
-        if self.interpreter is None:
-            raise ValueError("no model is loaded (send a load request first)")
-        return self.interpreter
+from . import worker_protocol
+from .timing import time_calls
+from .worker_protocol import Handler, Reply, Worker
 
 
 def load(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply:
@@ -41,7 +22,7 @@ def load(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply:
         options["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interpreter = litert.Interpreter(**options)
     interpreter.allocate_tensors()
-    worker.interpreter = interpreter
+    worker.engine = interpreter
     return {"inputs": _details(interpreter.get_input_details()),
             "outputs": _details(interpreter.get_output_details())}, []
 
@@ -57,14 +38,7 @@ def time_invoke(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply
     """Milliseconds of `invoke()` alone, after `warmup` untimed ones."""
     interpreter = worker.loaded()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], arrays[0])
-    for _ in range(header["warmup"]):
-        interpreter.invoke()
-    times = []
-    for _ in range(header["repeats"]):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"times_ms": times}, []
+    return {"times_ms": time_calls(interpreter.invoke, header["repeats"], header["warmup"])}, []
 
 
 def tensor_details(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply:
@@ -82,7 +56,7 @@ def ops(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply:
                     for op in worker.loaded()._get_ops_details()]}, []
 
 
-def infer_tensors(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply:
+def infer_intermediates(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply:
     """One inference, then the tensors asked for by index (intermediates need preserve_all_tensors)."""
     interpreter = worker.loaded()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], arrays[0])
@@ -115,7 +89,7 @@ def delegation(worker: Worker, header: dict, arrays: list[np.ndarray]) -> Reply:
     return {"ops": len(ops), "delegated": len(taken), "not_delegated": kept}, []
 
 
-HANDLERS: dict[str, Callable[[Worker, dict, list[np.ndarray]], Reply]] = {
+HANDLERS: dict[str, Handler] = {
     "delegation": delegation,
     "load": load,
     "infer": infer,
@@ -123,36 +97,13 @@ HANDLERS: dict[str, Callable[[Worker, dict, list[np.ndarray]], Reply]] = {
     "tensor_details": tensor_details,
     "tensor": tensor,
     "ops": ops,
-    "infer_tensors": infer_tensors,
+    "infer_intermediates": infer_intermediates,
 }
 
 
 def serve() -> None:
-    """Read a request, answer it, until "quit" or end of input."""
-    protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)                    # native prints go to stderr, never into the protocol
-    sys.stdout = sys.stderr
-    protocol_in = sys.stdin.buffer
-    worker = Worker()
-    while True:
-        try:
-            header, arrays = read_message(protocol_in)
-        except EOFError:
-            return
-        op = header["op"]
-        if op == "quit":
-            return
-        try:
-            handler = HANDLERS.get(op)
-            if handler is None:
-                raise ValueError(f"unknown request {op!r}")
-            reply, out = handler(worker, header, arrays)
-        except Exception as e:       # reported to the parent as an ArtifactError with this message
-            message = str(e).strip().splitlines()
-            write_message(protocol_out, {"ok": False, "error": f"{type(e).__name__}: "
-                                                              + (message[0] if message else "")})
-            continue
-        write_message(protocol_out, {**reply, "ok": True}, out)
+    """Answer the runner's requests until "quit" or end of input."""
+    worker_protocol.serve(HANDLERS, Worker("model"))
 
 
 def _details(details: list[dict]) -> list[dict]:

@@ -48,10 +48,9 @@ class OnnxRuntimeRunner(Runner):
             x = x.transpose(0, 2, 3, 1)
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
 
-    def infer_named(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-        """One image [1, 3, H, W] -> the named graph values (outputs of a graph whose intermediates
-        were exposed with formats.onnx.with_intermediate_outputs), for debugging a file."""
-        self._require_active()
+    def _infer_intermediates(self, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """The named graph values (outputs of a graph whose intermediates were exposed with
+        formats.onnx.with_intermediate_outputs)."""
         if self.artifact.inputs[0].layout is Layout.nhwc:
             x = x.transpose(0, 2, 3, 1)
         values = self.session.run(list(names), {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})

@@ -2,7 +2,7 @@
 an error that names the signal (a native abort or segfault in the engine must not kill the CLI).
 
 Subclasses (LiteRT, ExecuTorch) name their worker module and engine, and open/close the engine with
-requests; the framing is litert_protocol.py.
+requests; the framing is worker_protocol.py.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import ArtifactError
 from ..spec import Artifact
 from .base import Runner
-from .litert_protocol import read_message, write_message
+from .worker_protocol import read_message, write_message
 
 WORKER_TIMEOUT_S = 600.0     # one request (load or one inference); a hung engine is an error
 

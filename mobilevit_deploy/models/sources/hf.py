@@ -11,35 +11,46 @@ from __future__ import annotations
 
 from .table import QKV, RenameTable
 
-HF_MOBILEVIT = RenameTable(
-    source="hf", family="mobilevit", description="Hugging Face MobileViT",
-    rules=(
-        (r"^stem\.", "mobilevit.conv_stem."),
-        (r"^final_conv\.", "mobilevit.conv_1x1_exp."),
+
+def _mobilevit_rules(prefix: str, block: tuple) -> tuple:
+    """The rules both MobileViT versions share: transformers' MobileViTV2 copies v1's stem, stages, MV2
+    blocks and conv layers, names included. `block`: the transformer layers' own rules (attention, MLP)."""
+    return (
+        (r"^stem\.", f"{prefix}.conv_stem."),
         (r"^head\.fc\.", "classifier."),
-        # stages 0-1 hold MV2 blocks only; stages 2-4 are [strided MV2, MobileViT block]
-        (r"^stages\.([01])\.(\d+)\.", r"mobilevit.encoder.layer.\1.layer.\2."),
-        (r"^stages\.(\d+)\.0\.", r"mobilevit.encoder.layer.\1.downsampling_layer."),
-        (r"^stages\.(\d+)\.1\.", r"mobilevit.encoder.layer.\1."),
+        # stages 0-1 hold MV2 blocks only; stages 2-4 are [strided MV2, MobileViT(v2) block]
+        (r"^stages\.([01])\.(\d+)\.", prefix + r".encoder.layer.\1.layer.\2."),
+        (r"^stages\.(\d+)\.0\.", prefix + r".encoder.layer.\1.downsampling_layer."),
+        (r"^stages\.(\d+)\.1\.", prefix + r".encoder.layer.\1."),
         # MV2 block
         (r"\.conv1_1x1\.", ".expand_1x1."),
         (r"\.conv2_kxk\.", ".conv_3x3."),
         (r"\.conv3_1x1\.", ".reduce_1x1."),
-        # MobileViT block
+        # MobileViT(v2) block
         (r"\.conv_1x1\.weight$", ".conv_1x1.convolution.weight"),   # a bare conv here, no BN
         (r"\.transformer\.(\d+)\.", r".transformer.layer.\1."),
         (r"\.norm1\.", ".layernorm_before."),
         (r"\.norm2\.", ".layernorm_after."),
-        (r"\.attn\.qkv\.", f".attention.attention.{QKV}."),
-        (r"\.attn\.proj\.", ".attention.output.dense."),
-        (r"\.mlp\.fc1\.", ".intermediate.dense."),
-        (r"\.mlp\.fc2\.", ".output.dense."),
+        *block,
         (r"\.norm\.", ".layernorm."),
         (r"\.conv_proj\.", ".conv_projection."),
-        (r"\.conv_fusion\.", ".fusion."),
         # ConvNormAct
         (r"\.conv\.", ".convolution."),
         (r"\.bn\.", ".normalization."),
+    )
+
+
+HF_MOBILEVIT = RenameTable(
+    source="hf", family="mobilevit", description="Hugging Face MobileViT",
+    rules=(
+        (r"^final_conv\.", "mobilevit.conv_1x1_exp."),
+        *_mobilevit_rules("mobilevit", block=(
+            (r"\.attn\.qkv\.", f".attention.attention.{QKV}."),
+            (r"\.attn\.proj\.", ".attention.output.dense."),
+            (r"\.mlp\.fc1\.", ".intermediate.dense."),
+            (r"\.mlp\.fc2\.", ".output.dense."),
+            (r"\.conv_fusion\.", ".fusion."),
+        )),
     ),
     qkv_names=("query", "key", "value"),
     signature=r"^mobilevit\.conv_stem\.",
@@ -48,34 +59,16 @@ HF_MOBILEVIT = RenameTable(
 
 HF_MOBILEVITV2 = RenameTable(
     source="hf", family="mobilevitv2", description="Hugging Face MobileViTV2",
-    rules=(
-        (r"^stem\.", "mobilevitv2.conv_stem."),
-        (r"^head\.fc\.", "classifier."),
-        # stages 0-1 hold MV2 blocks only; stages 2-4 are [strided MV2, MobileViTv2 block]
-        (r"^stages\.([01])\.(\d+)\.", r"mobilevitv2.encoder.layer.\1.layer.\2."),
-        (r"^stages\.(\d+)\.0\.", r"mobilevitv2.encoder.layer.\1.downsampling_layer."),
-        (r"^stages\.(\d+)\.1\.", r"mobilevitv2.encoder.layer.\1."),
-        # MV2 block
-        (r"\.conv1_1x1\.", ".expand_1x1."),
-        (r"\.conv2_kxk\.", ".conv_3x3."),
-        (r"\.conv3_1x1\.", ".reduce_1x1."),
-        # MobileViTv2 block: every 1x1 conv of the transformer is a MobileViTV2ConvLayer (.convolution)
-        (r"\.conv_1x1\.weight$", ".conv_1x1.convolution.weight"),
-        (r"\.transformer\.(\d+)\.", r".transformer.layer.\1."),
-        (r"\.norm1\.", ".layernorm_before."),
-        (r"\.norm2\.", ".layernorm_after."),
+    # every 1x1 conv of the v2 transformer is a MobileViTV2ConvLayer (.convolution); no fusion conv
+    rules=_mobilevit_rules("mobilevitv2", block=(
         (r"\.attn\.(qkv_proj|out_proj)\.", r".attention.\1.convolution."),
         (r"\.mlp\.fc1\.", ".ffn.conv1.convolution."),
         (r"\.mlp\.fc2\.", ".ffn.conv2.convolution."),
-        (r"\.norm\.", ".layernorm."),
-        (r"\.conv_proj\.", ".conv_projection."),
-        # ConvNormAct
-        (r"\.conv\.", ".convolution."),
-        (r"\.bn\.", ".normalization."),
-    ),
+    )),
     signature=r"^mobilevitv2\.conv_stem\.",
     bgr_stem="stem.conv.weight",            # its processor is MobileViTImageProcessor: the same BGR default
 )
+
 
 HF_SWIN = RenameTable(
     source="hf", family="swin", description="Hugging Face Swin",
