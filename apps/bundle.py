@@ -3,28 +3,44 @@
 The bundle is staged in a hidden folder and renamed into place when complete; its zip is
 deterministic (sorted entries, fixed timestamps and permissions), so the same inputs give the same
 bytes.
+
+Light at import (the pipeline and the targets load inside the functions): the CLI reads PlatformName,
+GOLDEN_CASES and BUNDLES_OUT for its options.
 """
 from __future__ import annotations
 
+import enum
 import json
 import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from mobilevit_deploy.errors import BundleError, UnknownNameError
-from mobilevit_deploy.outputs import ensure_folder, move_into_place, staging
-from mobilevit_deploy.pipeline import ParityInputs, PreparedModel, check_artifact, convert, parity_inputs
-from mobilevit_deploy.spec import Artifact, Calibration, Layout, Precision, Preprocess
-from mobilevit_deploy.targets import get_target
+from mobilevit_deploy.errors import (ArtifactError, BundleError, TargetUnavailableError, UnknownNameError,
+                                     at_least)
+from mobilevit_deploy.outputs import check_folder, ensure_folder, move_into_place, staging
+from mobilevit_deploy.spec import Artifact, Calibration, Layout, Precision, Preprocess, parse_choice
 from mobilevit_deploy.versions import tool_versions
 
 from .manifest import MANIFEST, SCHEMA_VERSION, checksums
 
+if TYPE_CHECKING:                                   # pragma: no cover
+    from mobilevit_deploy.pipeline import ParityInputs, PreparedModel
+
 TEMPLATES = Path(__file__).parent / "templates"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)      # the earliest date a zip can hold: fixed for byte-identical zips
+GOLDEN_CASES = 4                      # golden self-test images in a bundle unless asked otherwise
+BUNDLES_OUT = Path("mvdeploy-out") / "bundles"   # where bundles go unless asked otherwise
+
+
+class PlatformName(str, enum.Enum):
+    """The platforms a bundle is written for (each with a default runtime, DEFAULT_RUNTIME)."""
+
+    ios = "ios"
+    android = "android"
 
 
 @dataclass(frozen=True)
@@ -65,8 +81,9 @@ DEFAULT_RUNTIME = {"ios": "coreml", "android": "tflite"}
 SELF_TEST_MAX_REL = {"float": 2e-2, "quantized": 5e-2}
 
 
-def get_platform(name: str, runtime: str | None = None) -> Platform:
+def get_platform(name: str | PlatformName, runtime: str | None = None) -> Platform:
     """`runtime` None: the platform's default (Core ML on iOS, LiteRT on Android)."""
+    name = getattr(name, "value", name)
     if name not in DEFAULT_RUNTIME:
         raise UnknownNameError("platform", name, DEFAULT_RUNTIME)
     runtimes = {r: p for (n, r), p in PLATFORMS.items() if n == name}
@@ -85,6 +102,8 @@ class BundleResult:
 
 def golden_cases(prepared: PreparedModel, data: Path | None, count: int) -> tuple[ParityInputs, list[int | None]]:
     """A few real images for the self-test: from `data`, the reference data, else synthetic (recorded)."""
+    from mobilevit_deploy.pipeline import parity_inputs
+
     inputs = parity_inputs(prepared, data, synthetic=0, real=count)
     if not len(inputs.images):
         return parity_inputs(prepared, None, synthetic=count, real=0), [None] * count
@@ -95,6 +114,8 @@ def _write_golden(root: Path, images: np.ndarray, labels: list[int | None], arti
                   platform: Platform, pre: Preprocess) -> list[dict]:
     """golden/NNN.png, NNN_input.f32 (model layout), NNN_expected.f32 (host outputs of the artifact)."""
     from PIL import Image
+
+    from mobilevit_deploy.targets import get_target
 
     target = get_target(artifact.target)
     with target.runner(artifact) as runner:
@@ -182,9 +203,16 @@ def write_zip(folder: Path, zip_path: Path) -> None:
 def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, golden: ParityInputs,
                  golden_labels: list[int | None], labels: list[str], precision: Precision | None = None,
                  artifact_path: Path | None = None, calibration: Calibration | None = None,
-                 parity: ParityInputs | None = None, runtime: str | None = None) -> BundleResult:
-    """Convert (or take `artifact_path`), check parity, and write <out>/<model>-<platform>[-<runtime>]/
-    and its .zip (the runtime is named only when it is not the platform's default)."""
+                 parity: ParityInputs | None = None, runtime: str | None = None, *, data: Path | None = None,
+                 calib_data: str | Path | None = None, progress: bool = False,
+                 on_step: Callable[[str], None] | None = None) -> BundleResult:
+    """Convert through the one convert sequence (`pipeline.convert_all`: `calibration`/`parity` as given,
+    else chosen from `calib_data`/`data` as `mvdeploy convert` would), or take `artifact_path` and check
+    it; then write <out>/<model>-<platform>[-<runtime>]/ and its .zip (the runtime is named only when it
+    is not the platform's default)."""
+    from mobilevit_deploy.pipeline import check_artifact, convert_all, parity_inputs
+    from mobilevit_deploy.targets import get_target
+
     platform = get_platform(platform_name, runtime)
     target = get_target(platform.target)
     if len(labels) != prepared.num_classes:
@@ -201,14 +229,17 @@ def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, gol
         if artifact_path is None:
             spec = prepared.spec(precision or platform.default_precision, layout=platform.layout,
                                  options=target.options(**options))
-            result = convert(prepared, target, spec, stage / "model", inputs=parity, calibration=calibration)
+            result = convert_all(prepared, target, [spec], stage / "model", calibration=calibration,
+                                 calib_data=calib_data, inputs=parity, data=data, progress=progress,
+                                 on_step=on_step).results[0]
             artifact, report = result.artifact, result.report
         else:
             artifact = target.load(Path(artifact_path))
             dest = stage / "model" / Path(artifact_path).name
             (shutil.copytree if Path(artifact_path).is_dir() else shutil.copy2)(artifact_path, dest)
             artifact = target.load(dest)
-            report = check_artifact(artifact, target, prepared, parity or golden, label=dest)
+            inputs = parity or parity_inputs(prepared, data, progress=progress)
+            report = check_artifact(artifact, target, prepared, inputs, label=dest)
         if not report.passed:
             raise BundleError(f"parity failed, no bundle written: {report.failures[0]}")
         report.artifact = f"model/{Path(artifact.path).name}"     # relative: the bundle moves, bytes stay
@@ -250,3 +281,31 @@ def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, gol
         move_into_place(stage, out_dir / name)
         move_into_place(zip_stage, out_dir / f"{name}.zip")
     return BundleResult(out_dir / name, out_dir / f"{name}.zip", manifest)
+
+
+def bundle_model(model: str, platform: str | PlatformName, out: Path, *, runtime: str | None = None,
+                 precision: str | None = None, weights: Path | str | None = None, weights_format: str | None = None,
+                 image_size: int | None = None, num_classes: int | None = None, labels: Path | None = None,
+                 data: Path | None = None, calib_data: str | None = None, artifact: Path | None = None,
+                 golden: int = GOLDEN_CASES, progress: bool = False,
+                 on_step: Callable[[str], None] | None = None) -> BundleResult:
+    """`mvdeploy bundle` as one call: what cannot work is refused before any work; then the model, its
+    class names and `golden` self-test images, and `build_bundle` (calibration and parity images chosen
+    by the convert sequence from `calib_data` and `data`). `precision` None: the platform's default."""
+    from mobilevit_deploy.pipeline import prepare_model
+    from mobilevit_deploy.targets import get_target
+
+    at_least(golden, 1, "--golden")
+    check_folder(out)
+    plat = get_platform(platform, runtime)
+    chosen = parse_choice(Precision, precision, "precision") if precision else plat.default_precision
+    if artifact is not None and not Path(artifact).exists():
+        raise ArtifactError(f"artifact {artifact} does not exist")
+    reason = get_target(plat.target).unavailable_reason()
+    if reason:
+        raise TargetUnavailableError(reason)
+    prepared = prepare_model(model, weights, num_classes, image_size, weights_format=weights_format)
+    class_names = prepared.class_names(labels)
+    golden_inputs, golden_labels = golden_cases(prepared, data, golden)
+    return build_bundle(prepared, plat.name, out, golden_inputs, golden_labels, class_names, chosen, artifact,
+                        runtime=plat.runtime, data=data, calib_data=calib_data, progress=progress, on_step=on_step)

@@ -48,43 +48,32 @@ def get_target(name: str) -> "Target":
 
 
 def convert(model: "str | PreparedModel | torch.nn.Module", target: str = "tflite", precision: str = "fp32", *,
-            out: str | Path = "mvdeploy-out", weights: str | Path | None = None, image_size: int | None = None,
-            num_classes: int | None = None, calib_data: str | Path | None = None, data: str | Path | None = None,
-            layout: str = "nchw", converter: str | None = None, check: bool = True, fuse: bool = True,
+            out: str | Path = "mvdeploy-out", weights: str | Path | None = None, weights_format: str | None = None,
+            image_size: int | None = None, num_classes: int | None = None, calib_data: str | Path | None = None,
+            calib_samples: int | None = None, data: str | Path | None = None, layout: str = "nchw",
+            converter: str | None = None, int8_io: bool = False, check: bool = True, fuse: bool = True,
             strict: bool = True, name: str | None = None, preprocess=None, **options) -> "ConvertResult":
     """Convert a model for a target and check parity against PyTorch.
 
     `model`: a built-in name, a PreparedModel, or your own torch.nn.Module (one [N, 3, H, W] image batch
     in, logits out; give `image_size`, and `preprocess=Preprocess(...)` if it expects mean/std). `options`: the target's own options (e.g. ios=18 for
     coreml); a name the target does not take is an OptionsError. `calib_data`: a folder or "synthetic"
-    for precisions that calibrate (default: the reference checkpoint's training images).
+    for precisions that calibrate (default: the reference checkpoint's training images); `calib_samples`:
+    how many (default: calibration.DEFAULT_SAMPLES). `data`: real images for parity. The same sequence as
+    `mvdeploy convert` (`pipeline.convert_model`), so the same arguments check parity on the same images.
     With `strict` (the default) a failed parity check raises ParityError, carrying the report; the
     failed file is still written, with its report, for inspection.
     """
-    from .calibration import calibration_for
-    from .errors import InvalidValueError
-    from .pipeline import PreparedModel, convert as _convert, parity_inputs, prepare_model as _prepare, prepare_module
-    from .spec import Layout, Precision, parse_choice
-    from .targets import get_target as _get
+    from .calibration import DEFAULT_SAMPLES
+    from .pipeline import convert_model
 
-    if isinstance(model, str):
-        prepared = _prepare(model, weights, num_classes, image_size)
-    elif isinstance(model, PreparedModel):
-        prepared = model
-    else:
-        if image_size is None:
-            raise InvalidValueError("a custom module needs image_size= (the square input side it is exported at)")
-        prepared = prepare_module(model, image_size, name=name, preprocess=preprocess)
-    chosen = _get(target)
-    spec = prepared.spec(parse_choice(Precision, precision, "precision"), layout=parse_choice(Layout, layout, "layout"),
-                         converter=converter,
-                         options=chosen.options(**options))
-    calibration = None
-    if chosen.needs_calibration(spec.precision):
-        calibration = calibration_for(prepared, calib_data)
-    inputs = parity_inputs(prepared, Path(data) if data is not None else None) if check else None
-    result = _convert(prepared, chosen, spec, Path(out), calibration=calibration, inputs=inputs,
-                      check=check, do_fuse=fuse)
+    run = convert_model(model, target, [precision], out, weights=weights, weights_format=weights_format,
+                        image_size=image_size, num_classes=num_classes, name=name, preprocess=preprocess,
+                        layout=layout, int8_io=int8_io, converter=converter, options=options,
+                        calib_samples=DEFAULT_SAMPLES if calib_samples is None else calib_samples,
+                        calib_data=calib_data, data=Path(data) if data is not None else None, check=check,
+                        do_fuse=fuse)
+    result = run.results[0]
     if strict and result.report is not None and not result.report.passed:
         raise ParityError(result.report)
     return result

@@ -4,6 +4,10 @@ Writes are atomic: a converter writes into a hidden temporary folder inside the 
 parity check runs there, and only then are the artifact and its report renamed into place. A failed
 conversion leaves nothing behind.
 
+The convert sequence (validate -> calibration -> parity inputs -> convert -> check -> move into place)
+is written once, in `convert_all`; the CLI, the Python API (through `convert_model`), bundles and
+report cells all run it.
+
 Targets are reached through the registry (`targets.get_target`), never imported: they are plugins.
 """
 from __future__ import annotations
@@ -11,24 +15,28 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 from torch import nn
 
-from .calibration import UNVALIDATED_NOTE
+from .calibration import DEFAULT_SAMPLES, UNVALIDATED_NOTE, calibration_for
 from .checkpoints import REFERENCE_CHECKPOINTS, ReferenceCheckpoint
 from .data import load_folder, read_labels, synthetic_images
-from .errors import ArtifactError, DataError, InputSizeError, InvalidValueError, ShapeMismatchError, first_line
+from .errors import (ArtifactError, DataError, InputSizeError, InvalidValueError, ShapeMismatchError, at_least,
+                     first_line)
 from .fusion import fuse
 from .models import create_model, model_config
 from .models.weights import load_weights
-from .outputs import ensure_folder, move_into_place, staging  # noqa: F401 (move_into_place: apps use it)
+from .outputs import check_folder, ensure_folder, move_into_place, staging
 from .parity import ParityReport, compare, parity_path, tolerance_for
 from .runners.torch import TorchRunner
-from .spec import Artifact, Calibration, ExportSpec, Layout, Precision, Preprocess
+from .spec import (Artifact, Calibration, CheckedSpec, ExportSpec, Layout, Precision, Preprocess, parse_choice,
+                   parse_precisions)
 from .targets import Target, get_target
 
 FAILED_FOLDER = "failed"        # <out>/failed/: artifacts that failed parity, kept for inspection
+OUT_ROOT = Path("mvdeploy-out")  # where a conversion of a built-in model goes without --out: OUT_ROOT/<model>
 RANDOM = "random"               # weights="random": the seeded random init, even where a reference checkpoint exists
 
 
@@ -156,8 +164,13 @@ class ParityInputs:
         return f"{self.synthetic} synthetic{real} images"
 
     def describe(self) -> dict:
+        """For the parity report; `sha256` fingerprints the image values, so two runs can show they
+        checked the same images."""
+        import hashlib
+
+        digest = hashlib.sha256(np.ascontiguousarray(self.images, dtype="<f4").tobytes()).hexdigest()
         return {"synthetic": self.synthetic, "real": self.real, "source": self.source,
-                "skipped_unreadable": self.skipped, "total": len(self.images)}
+                "skipped_unreadable": self.skipped, "total": len(self.images), "sha256": digest}
 
 
 def parity_inputs(prepared: PreparedModel, data: Path | None = None, synthetic: int = 8,
@@ -209,7 +222,7 @@ def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, 
     with TorchRunner(prepared.model, input_shape=prepared.input_shape) as reference_runner:
         reference = reference_runner.infer(inputs.images)
         reference_engine = reference_runner.engine
-    tolerance = tolerance_for(target.name, artifact.precision)
+    tolerance = tolerance_for(target, artifact.precision)
     engine = target.name
     try:
         with target.runner(artifact) as runner:
@@ -243,13 +256,100 @@ def artifact_name(model: str, precision: Precision, target: Target, converter: s
     return f"{model}-{precision.value}{extra}{target.suffix}"
 
 
-def convert(prepared: PreparedModel, target: str | Target, spec: ExportSpec, out_dir: Path, *,
-            calibration: Calibration | None = None, inputs: ParityInputs | None = None,
-            check: bool = True, do_fuse: bool = True) -> ConvertResult:
-    """Convert `prepared` as `spec` asks, check parity (unless check=False), and move the artifact
-    and its <artifact>.parity.json into `out_dir`. The spec is validated before any work."""
+@dataclass
+class Conversion:
+    """One run of the convert sequence: a result per spec, and the images it calibrated and checked with."""
+
+    prepared: PreparedModel
+    results: list[ConvertResult]
+    calibration: Calibration | None     # None when no precision calibrates
+    inputs: ParityInputs | None         # None with check=False
+
+    @property
+    def failed(self) -> list[ParityReport]:
+        return [r.report for r in self.results if r.report is not None and not r.report.passed]
+
+
+def convert_all(prepared: PreparedModel, target: str | Target, specs: Sequence[ExportSpec], out_dir: Path, *,
+                calibration: Calibration | None = None, calib_data: str | Path | None = None,
+                calib_samples: int = DEFAULT_SAMPLES, inputs: ParityInputs | None = None, data: Path | None = None,
+                check: bool = True, do_fuse: bool = True, progress: bool = False,
+                on_step: Callable[[str], None] | None = None) -> Conversion:
+    """The convert sequence, written once (the CLI, the Python API, bundles and report cells run it):
+
+    1. every spec validated by `target.check`, once, before any work (a CheckedSpec of this target
+       passes as it is; `target.convert` never checks it again);
+    2. calibration images when a precision calibrates: `calibration` as given, else
+       `calibration_for(prepared, calib_data, samples=calib_samples)`;
+    3. parity inputs (unless check=False): `inputs` as given, else `parity_inputs(prepared, data,
+       calibration=...)`, so whoever calls, the same images are chosen (real ones never calibration's);
+    4. per spec: fuse, `target.convert` in a staging folder, parity against PyTorch, then the artifact and
+       its <artifact>.parity.json renamed into `out_dir` (a file that fails parity into <out_dir>/failed/).
+
+    `on_step(text)` hears of each conversion as it starts (after any images are read)."""
     target = get_target(target) if isinstance(target, str) else target
-    spec = target.check(spec, calibration)
+    checked = [spec if spec.checked_by(target.name) else target.check(spec) for spec in specs]
+    if calibration is None and any(target.needs_calibration(spec.precision) for spec in checked):
+        calibration = calibration_for(prepared, calib_data, samples=calib_samples, progress=progress)
+    if check and inputs is None:
+        inputs = parity_inputs(prepared, data, progress=progress, calibration=calibration)
+    results = []
+    for spec in checked:
+        if on_step is not None:
+            on_step(f"converting {prepared.name} to {target.name} {spec.precision.value}...")
+        results.append(_convert_one(prepared, target, spec, Path(out_dir), calibration, inputs if check else None,
+                                    do_fuse))
+    return Conversion(prepared, results, calibration, inputs if check else None)
+
+
+def convert(prepared: PreparedModel, target: str | Target, spec: ExportSpec, out_dir: Path,
+            **sequence) -> ConvertResult:
+    """One spec through `convert_all` (the keyword arguments are its own)."""
+    return convert_all(prepared, target, [spec], out_dir, **sequence).results[0]
+
+
+def convert_model(model: str | PreparedModel | nn.Module, target: str | Target, precisions: str | Sequence[str],
+                  out: Path | str | None = None, *, weights: Path | str | None = None,
+                  weights_format: str | None = None, image_size: int | None = None, num_classes: int | None = None,
+                  name: str | None = None, preprocess: Preprocess | None = None, layout: str | Layout = Layout.nchw,
+                  int8_io: bool = False, converter: str | None = None, options: dict | None = None,
+                  labels_file: Path | None = None, calib_samples: int = DEFAULT_SAMPLES, **sequence) -> Conversion:
+    """A conversion as a user asks for it, by name, through `convert_all`: what the CLI's `convert` and
+    the API's `convert` both call. `model`: a built-in name, a PreparedModel, or your own nn.Module (give
+    `image_size`; `name` and `preprocess` if you like). `precisions`: "fp32,int8" or a list of names.
+    `options`: the target's own (a None value is left out: the target's default); `labels_file`: class
+    names for a target that takes `labels`; `out` None: OUT_ROOT/<model>. Names, counts and the output
+    folder are refused before any work. `sequence`: `convert_all`'s keyword arguments (calib_data, data,
+    check, do_fuse, progress, on_step)."""
+    target = get_target(target) if isinstance(target, str) else target
+    chosen = parse_precisions(precisions)
+    layout = parse_choice(Layout, getattr(layout, "value", layout), "layout")
+    at_least(calib_samples, 1, "--calib-samples")
+    out_dir = Path(out) if out is not None else (OUT_ROOT / model if isinstance(model, str) else OUT_ROOT)
+    check_folder(out_dir)
+    prepared = _prepared(model, weights, weights_format, image_size, num_classes, name, preprocess)
+    given = {key: value for key, value in (options or {}).items() if value is not None}
+    if labels_file is not None:
+        given["labels"] = tuple(prepared.class_names(labels_file))
+    options = target.options(**given)
+    specs = [prepared.spec(p, layout=layout, int8_io=int8_io, converter=converter, options=options) for p in chosen]
+    return convert_all(prepared, target, specs, out_dir, calib_samples=calib_samples, **sequence)
+
+
+def _prepared(model: str | PreparedModel | nn.Module, weights, weights_format, image_size, num_classes, name,
+              preprocess) -> PreparedModel:
+    if isinstance(model, PreparedModel):
+        return model
+    if isinstance(model, str):
+        return prepare_model(model, weights, num_classes, image_size, weights_format=weights_format)
+    if image_size is None:
+        raise InvalidValueError("a custom module needs image_size= (the square input side it is exported at)")
+    return prepare_module(model, image_size, name=name, preprocess=preprocess)
+
+
+def _convert_one(prepared: PreparedModel, target: Target, spec: CheckedSpec, out_dir: Path,
+                 calibration: Calibration | None, inputs: ParityInputs | None, do_fuse: bool) -> ConvertResult:
+    """Step 4 of `convert_all` for one checked spec; `inputs` None: no parity check."""
     fusion = fuse(prepared.model) if do_fuse else None
     export_model = fusion.model if fusion else prepared.model
 
@@ -257,15 +357,15 @@ def convert(prepared: PreparedModel, target: str | Target, spec: ExportSpec, out
     created = ensure_folder(out_dir)
     try:
         return _convert_staged(prepared, target, spec, out_dir, export_model,
-                               fusion.fused_pairs if fusion else 0, check, inputs, calibration)
+                               fusion.fused_pairs if fusion else 0, inputs, calibration)
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()                  # leave no trace of a failed first conversion
         raise
 
 
-def _convert_staged(prepared: PreparedModel, target: Target, spec: ExportSpec, out_dir: Path,
-                    export_model: nn.Module, fused_pairs: int, check: bool, inputs: ParityInputs | None,
+def _convert_staged(prepared: PreparedModel, target: Target, spec: CheckedSpec, out_dir: Path,
+                    export_model: nn.Module, fused_pairs: int, inputs: ParityInputs | None,
                     calibration: Calibration | None) -> ConvertResult:
     final = out_dir / artifact_name(prepared.name, spec.precision, target, spec.converter)
     with staging(out_dir) as tmp:
@@ -275,9 +375,7 @@ def _convert_staged(prepared: PreparedModel, target: Target, spec: ExportSpec, o
         seconds = time.perf_counter() - start
         if calibration is not None and calibration.synthetic and target.needs_calibration(spec.precision):
             artifact = replace(artifact, notes=(*artifact.notes, UNVALIDATED_NOTE))
-        report = None
-        if check:
-            report = check_artifact(artifact, target, prepared, inputs or parity_inputs(prepared), label=final)
+        report = None if inputs is None else check_artifact(artifact, target, prepared, inputs, label=final)
         if report is not None and not report.passed:
             # A file that fails parity never takes the place of what is there: it goes to failed/.
             final = out_dir / FAILED_FOLDER / final.name
@@ -297,13 +395,9 @@ def load_for_model(path: Path, model: str, weights: Path | str | None = None,
                    num_classes: int | None = None) -> tuple[Target, Artifact, PreparedModel]:
     """An existing file, its target, and the PyTorch model it should match: the input size comes from
     the file, the classes too unless `num_classes` says otherwise."""
-    from .targets import target_for_path
+    from .targets import load_artifact
 
-    path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"artifact {path} does not exist")
-    target = target_for_path(path)
-    artifact = target.load(path)
+    target, artifact = load_artifact(path)
     classes = int(np.prod(artifact.outputs[0].shape[1:])) if num_classes is None else num_classes
     return target, artifact, prepare_model(model, weights, classes, artifact.inputs[0].image_size)
 

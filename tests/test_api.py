@@ -1,11 +1,21 @@
-"""The Python API with a user's own nn.Module: what it accepts, and one clear error for what it cannot take."""
+"""The Python API: a user's own nn.Module (what it accepts, one clear error for what it cannot take), and
+the one convert sequence the API shares with the CLI."""
+import json
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import mobilevit_deploy as mvd
-from mobilevit_deploy.errors import InvalidValueError
+from converters.onnx import OnnxTarget
+from mobilevit_deploy import pipeline
+from mobilevit_deploy.errors import CalibrationRequiredError, InvalidValueError
 from mobilevit_deploy.pipeline import prepare_module
+from mobilevit_deploy.spec import Precision
+from mobilevit_deploy.targets import BaseTarget
+from toys import toy_net
 
 
 class Pair(nn.Module):
@@ -44,3 +54,93 @@ def test_a_custom_module_converts_with_parity(tmp_path):
     assert result.artifact.path.name == "small-fp32.onnx"
     assert result.report.passed and result.report.metrics.max_rel < 5e-6
     assert result.report.weights == "user module small"
+
+
+# -- one convert sequence: the CLI and the API choose the same parity images; a spec is checked once ----
+
+class CalibratedOnnx(OnnxTarget):
+    """The ONNX target, but its fp32 takes calibration images (and ignores them): the cheapest target on
+    which the convert sequence must load calibration before it chooses the parity images."""
+
+    name = "onnx-calibrated"
+    suffix = ".calibrated.onnx"
+    calibrated = (Precision.fp32,)
+
+
+class TwoPrecisionOnnx(OnnxTarget):
+    """The ONNX target taking fp16 too (written as fp32): two precisions that convert in a second."""
+
+    name = "onnx-two"
+    suffix = ".two.onnx"
+    precisions = (Precision.fp32, Precision.fp16)
+
+
+@pytest.fixture
+def check_calls(monkeypatch):
+    """Every BaseTarget.check, counted by the precision of the spec it validated."""
+    calls = []
+    original = BaseTarget.check
+
+    def counting(self, spec):
+        calls.append(spec.precision)
+        return original(self, spec)
+    monkeypatch.setattr(BaseTarget, "check", counting)
+    return calls
+
+
+def _photos(folder, count: int):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def test_the_cli_and_the_api_check_parity_on_the_same_images(tmp_path, monkeypatch, check_calls):
+    """User weights (here random) with a calibration folder and no --data: the case where the CLI used to
+    check parity on held-out real photos and the API on synthetic images only. Same arguments, same
+    samples block: sources, counts and the digest of the image values."""
+    from typer.testing import CliRunner
+
+    from mobilevit_deploy import targets
+    from mobilevit_deploy.cli import app
+
+    installed = targets.registry()
+    monkeypatch.setattr(targets, "registry", lambda: {**installed, CalibratedOnnx.name: CalibratedOnnx()})
+    calib = _photos(tmp_path / "calib", 10)
+    ran = CliRunner().invoke(app, ["convert", "mobilevit_xxs", "--target", CalibratedOnnx.name, "--weights", "random",
+                                   "--image-size", "64", "--calib-data", str(calib), "--calib-samples", "4",
+                                   "--out", str(tmp_path / "cli")])
+    assert ran.exit_code == 0, ran.output
+    mvd.convert("mobilevit_xxs", target=CalibratedOnnx.name, weights="random", image_size=64, calib_data=calib,
+                calib_samples=4, out=tmp_path / "api")
+    name = f"mobilevit_xxs-fp32{CalibratedOnnx.suffix}.parity.json"
+    by_cli, by_api = (json.loads((tmp_path / side / name).read_text())["samples"] for side in ("cli", "api"))
+    assert by_cli == by_api
+    assert (by_api["synthetic"], by_api["real"]) == (8, 6)          # 10 photos, 4 went to calibration
+    assert by_api["source"] == f"{calib}, disjoint from the calibration sample"
+    assert check_calls == [Precision.fp32, Precision.fp32]          # once in each run
+
+
+def test_a_spec_is_checked_once_per_file_and_never_skipped(tmp_path, check_calls):
+    prepared = prepare_module(toy_net(), 32, name="toy")
+    target = TwoPrecisionOnnx()
+    run = pipeline.convert_all(prepared, target, [prepared.spec(Precision.fp32), prepared.spec(Precision.fp16)],
+                               tmp_path, check=False)
+    assert check_calls == [Precision.fp32, Precision.fp16]          # the sequence's, none inside target.convert
+    assert [r.artifact.path.name for r in run.results] == ["toy-fp32.two.onnx", "toy-fp16.two.onnx"]
+    check_calls.clear()
+    target.convert(prepared.model, prepared.spec(Precision.fp16), tmp_path / "direct.onnx")
+    assert check_calls == [Precision.fp16]                           # an unchecked spec: checked there, once
+    check_calls.clear()
+    checked = target.check(prepared.spec(Precision.fp16))
+    target.convert(prepared.model, checked, tmp_path / "again.onnx")
+    assert check_calls == [Precision.fp16]                           # a checked one: taken as it is
+
+
+def test_a_calibrating_precision_without_images_is_refused_by_convert(tmp_path):
+    target = CalibratedOnnx()
+    prepared = prepare_module(toy_net(), 32, name="toy")
+    with pytest.raises(CalibrationRequiredError, match="--calib-data synthetic"):
+        target.convert(prepared.model, target.check(prepared.spec()), tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()

@@ -182,13 +182,8 @@ def test_android_app_is_written_for_the_bundled_runtime(fixture, request):
         assert manifest["input"]["layout"] == "nchw" and manifest["input"]["dtype"] == "float32"
 
 
-def test_unknown_runtime_is_one_line(tmp_path):
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-m", "mobilevit_deploy.cli", "bundle", "--platform", "android",
-                             "--runtime", "coreml", "--out", str(tmp_path / "b")], capture_output=True, text=True,
-                            timeout=300)
+def test_unknown_runtime_is_one_line(tmp_path, cli):
+    result = cli("bundle", "--platform", "android", "--runtime", "coreml", "--out", tmp_path / "b", timeout=300)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown runtime for android 'coreml'" in lines[0] and "executorch" in lines[0]

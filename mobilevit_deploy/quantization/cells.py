@@ -117,20 +117,30 @@ class CellResult:
 
 def convert_cell(prepared, target_name: str, precision: Precision, calibration: Calibration | None,
                  parity, store: str | None) -> CellResult:
-    """Convert and check one cell in a scratch folder here; the file then goes to `store` when it is
-    given (a folder the driver reads too), else back as bytes."""
-    from ..pipeline import convert
+    """Convert and check one cell in a scratch folder here, through the one convert sequence with the
+    report's own calibration and parity images; the file then goes to `store` when it is given (a folder
+    the driver reads too), else back as bytes."""
+    from ..pipeline import convert_all
     from ..targets import get_target
 
     target = get_target(target_name)
     calibration = calibration if target.needs_calibration(precision) else None
     with tempfile.TemporaryDirectory(prefix="mvdeploy-cell-") as scratch, torch_threads(QUANTIZATION_THREADS):
-        result = convert(prepared, target, prepared.spec(precision), Path(scratch), inputs=parity,
-                         calibration=calibration)
+        result = convert_all(prepared, target, [prepared.spec(precision)], Path(scratch), inputs=parity,
+                             calibration=calibration).results[0]
         shipped = ship(result.artifact.path, Path(scratch), None if store is None else Path(store))
     passed = result.report.passed if result.report is not None else None
     notes = tuple(result.report.notes) if result.report is not None else tuple(result.artifact.notes)
     return CellResult(result.artifact, shipped, passed, notes)
+
+
+def reusable(path: Path, weights: str) -> bool:
+    """An artifact from an earlier run of the same weights whose parity check passed."""
+    report = parity_path(path)
+    if not (path.exists() and report.exists()):
+        return False
+    facts = json.loads(report.read_text())
+    return facts.get("passed") is True and facts.get("weights") == weights
 
 
 def reused_cell(path: Path, target_name: str, precision: Precision, folder: Path, store: Path | None) -> CellResult:
@@ -163,10 +173,14 @@ def reference_shard(prepared, images: np.ndarray) -> np.ndarray:
         return runner.infer(images)
 
 
-def analyze_layers(prepared, calibration: list, images: list):
-    """Per-layer int8 error of the fused model (see `quantization.layers.analyze`)."""
+def analyze_layers(prepared, target_name: str, calibration: list, images: list):
+    """Per-layer int8 error of the fused model under the quantizer the target declares
+    (its `layer_quantizer()`; see `quantization.layers.analyze`)."""
     from ..fusion import fuse
+    from ..targets import get_target
     from .layers import analyze
 
+    target = get_target(target_name)
     with torch_threads(QUANTIZATION_THREADS):
-        return analyze(fuse(prepared.model).model, prepared.image_size, calibration, images)
+        return analyze(fuse(prepared.model).model, prepared.image_size, calibration, images,
+                       target.layer_quantizer(), made_by=f"the {target.name} int8 conversion's quantizer")
