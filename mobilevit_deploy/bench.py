@@ -12,10 +12,12 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
+from .errors import at_least
 
-from .errors import InvalidValueError, at_least
-from .targets import target_for_path
+# Standard library only at the top: the CLI reads these defaults when it starts.
+DEFAULT_THREADS = 2              # engine threads (LiteRT, onnxruntime)
+DEFAULT_ROUNDS = 10              # round-robin rounds over the files
+DEFAULT_PER_ROUND = 5            # timed single-image runs per file per round
 
 
 @dataclass
@@ -36,19 +38,18 @@ class BenchRow:
         return asdict(self)
 
 
-def bench(paths: list[Path], num_threads: int = 2, rounds: int = 10, per_round: int = 5, warmup: int = 3,
-          progress=lambda done, total: None) -> list[BenchRow]:
+def bench(paths: list[Path], num_threads: int = DEFAULT_THREADS, rounds: int = DEFAULT_ROUNDS,
+          per_round: int = DEFAULT_PER_ROUND, warmup: int = 3, progress=lambda done, total: None) -> list[BenchRow]:
     """Time every file on its own engine, interleaved; the first file is the baseline of the ratios."""
+    import numpy as np
+
+    from .targets import load_artifact
+
     at_least(len(paths), 1, "the number of files")
     at_least(num_threads, 1, "--threads")
     at_least(rounds, 1, "--rounds")
     at_least(per_round, 1, "--repeats")
-    loaded = []
-    for path in paths:
-        if not Path(path).exists():
-            raise InvalidValueError(f"{path} does not exist")
-        target = target_for_path(Path(path))
-        loaded.append((Path(path), target, target.load(Path(path))))
+    loaded = [(Path(path), *load_artifact(path)) for path in paths]
     times: list[list[float]] = [[] for _ in loaded]
     with ExitStack() as stack:
         runners = [stack.enter_context(target.runner(artifact, num_threads=num_threads))

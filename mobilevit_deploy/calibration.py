@@ -1,17 +1,15 @@
 """Calibration images for static quantization, chosen in one place.
 
 `calibration_for` decides where they come from: `--calib-data` (a folder, or "synthetic"), else the
-reference checkpoint's own training split; never images that evaluation reads. Sampling is
-deterministic (seeded), images go through the model's own preprocessing, and the batches come from
-the same Dataset / DataLoader / collate path as evaluation and training.
+reference checkpoint's own training split; never images that evaluation reads (`check_disjoint`).
+Sampling is deterministic (seeded), images go through the model's own preprocessing, and the batches
+come from the same Dataset / DataLoader / collate path as evaluation and training. Light at import
+(torch and the data module load inside the functions), so the CLI can show DEFAULT_SAMPLES.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from .data import list_images, load_folder, synthetic_images
 from .errors import DataError
 from .spec import Calibration
 
@@ -23,7 +21,10 @@ UNVALIDATED_NOTE = ("int8 calibrated on synthetic images: its accuracy on real d
                     "pass --calib-data DIR with real images")
 
 
-def _batched(images: torch.Tensor, source: str, skipped: int = 0, files: tuple = ()) -> Calibration:
+def _batched(images, source: str, skipped: int = 0, files: tuple = ()) -> Calibration:
+    """`images` [N, 3, H, W] (a torch tensor) as batches of BATCH."""
+    import torch
+
     return Calibration(tuple(torch.split(images, BATCH)), source, len(images), skipped=skipped, files=files)
 
 
@@ -31,7 +32,9 @@ def calibration_for(prepared, calib_data: str | Path | None = None, eval_data: P
                     samples: int = DEFAULT_SAMPLES, seed: int = 0, progress: bool = False) -> Calibration:
     """`calib_data`: a folder (flat or ImageFolder tree) or "synthetic"; None: the reference checkpoint's
     train split (disjoint from its test split, which parity and evaluation read) unless the user
-    evaluates on a folder of their own. Files of `eval_data` are never used for calibration."""
+    evaluates on a folder of their own. A `calib_data` folder sharing an image with `eval_data` is refused."""
+    from .data import load_folder, synthetic_images
+
     if samples < 1:
         raise DataError(f"--calib-samples must be at least 1 (got {samples})")
     if calib_data is None:
@@ -43,8 +46,23 @@ def calibration_for(prepared, calib_data: str | Path | None = None, eval_data: P
         return _batched(loaded.images, loaded.source)
     if str(calib_data) == SYNTHETIC:
         return _batched(synthetic_images(samples, prepared.image_size, prepared.preprocess, seed=seed + 1), SYNTHETIC)
-    exclude = {f.path.resolve() for f in list_images(Path(eval_data))[0]} if eval_data is not None else None
-    loaded = load_folder(Path(calib_data), prepared.preprocess, count=samples, seed=seed, exclude=exclude,
+    check_disjoint(calib_data, eval_data)
+    loaded = load_folder(Path(calib_data), prepared.preprocess, count=samples, seed=seed,
                          progress="reading calibration images" if progress else None)
     return _batched(loaded.images, str(calib_data), loaded.skipped, loaded.files)
 
+
+def check_disjoint(calib_data: str | Path | None, eval_data: Path | None) -> None:
+    """Refuse calibration images that evaluation also reads (the same file, by its resolved path): an
+    accuracy measured on images the quantizer was fitted to says nothing. Nothing to check for the
+    reference split or synthetic images."""
+    if calib_data is None or eval_data is None or str(calib_data) == SYNTHETIC:
+        return
+    from .data import list_images
+
+    evaluation = {f.path.resolve() for f in list_images(Path(eval_data))[0]}
+    calibration = [f.path.resolve() for f in list_images(Path(calib_data))[0]]
+    shared = sum(path in evaluation for path in calibration)
+    if shared:
+        raise DataError(f"the evaluation and calibration sets overlap: {shared} of the {len(calibration)} images "
+                        f"in --calib-data {calib_data} are also in --eval-data {eval_data}; they must be disjoint")

@@ -4,7 +4,7 @@
 preprocessed), `outputs.npy` (what the artifact computed for them, [N, K] float32) and `golden.json`
 (the artifact's name and sha256, target, precision, the tolerance, the tool versions, where the
 images came from). `check_golden` runs any later file of the same target on its engine with those
-inputs and compares with the comparator and the tolerance table, as `check` does against PyTorch.
+inputs and compares with the comparator and the target's tolerance, as `check` does against PyTorch.
 """
 from __future__ import annotations
 
@@ -38,36 +38,23 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _run(artifact: Artifact, images: np.ndarray) -> tuple[np.ndarray, str]:
-    from .targets import get_target
-
-    with get_target(artifact.target).runner(artifact) as runner:
+def _run(target, artifact: Artifact, images: np.ndarray) -> tuple[np.ndarray, str]:
+    with target.runner(artifact) as runner:
         return runner.infer(images), runner.engine
-
-
-def _load(path: Path) -> Artifact:
-    from .targets import target_for_path
-
-    path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"artifact {path} does not exist")
-    return target_for_path(path).load(path)
 
 
 def save_golden(path: Path, folder: Path, model: str, weights: Path | str | None = None,
                 num_classes: int | None = None, data: Path | None = None) -> Path:
     """Run the artifact on the parity inputs `check` uses for it (the same seeded synthetic images
     and real images) and write the golden folder: each file staged, then renamed into place."""
-    from .pipeline import parity_inputs, prepare_model
+    from .pipeline import load_for_model, parity_inputs
     from .versions import tool_versions
 
-    artifact = _load(path)
-    classes = num_classes or int(np.prod(artifact.outputs[0].shape[1:]))
-    prepared = prepare_model(model, weights, classes, artifact.inputs[0].image_size)
+    target, artifact, prepared = load_for_model(path, model, weights, num_classes)
     parity = parity_inputs(prepared, data)
     images, samples, trained = parity.images, parity.describe(), prepared.trained
-    outputs, engine = _run(artifact, images)
-    tolerance = tolerance_for(artifact.target, artifact.precision)
+    outputs, engine = _run(target, artifact, images)
+    tolerance = tolerance_for(target, artifact.precision)
     meta = {"schema": SCHEMA, "artifact": Path(path).name, "sha256": sha256_of(path),
             "target": artifact.target, "precision": artifact.precision.value, "engine": engine,
             "tolerance": tolerance.to_dict(), "trained": trained, "samples": samples,
@@ -112,7 +99,9 @@ def check_golden(path: Path, folder: Path) -> ParityReport:
     """Run the artifact on the golden inputs and compare with the golden outputs, under the tolerance
     of the artifact's (target, precision). A different file (a re-conversion) is expected: its
     checksum is reported, not judged."""
-    artifact = _load(path)
+    from .targets import load_artifact
+
+    target, artifact = load_artifact(path)
     golden = read_golden(folder)
     saved_target = golden.meta.get("target")
     if saved_target != artifact.target:
@@ -120,10 +109,10 @@ def check_golden(path: Path, folder: Path) -> ParityReport:
     shape = artifact.inputs[0].canonical_shape
     if tuple(golden.inputs.shape[1:]) != tuple(shape[1:]):
         raise DataError(f"golden inputs are {list(golden.inputs.shape[1:])}, {Path(path).name} takes {list(shape[1:])}")
-    tolerance = tolerance_for(artifact.target, artifact.precision)
+    tolerance = tolerance_for(target, artifact.precision)
     engine = artifact.target
     try:
-        candidate, engine = _run(artifact, golden.inputs)
+        candidate, engine = _run(target, artifact, golden.inputs)
         metrics = compare(golden.outputs, candidate)
         failures = tolerance.failures(metrics, trained=bool(golden.meta.get("trained", True)))
     except ArtifactError as e:
@@ -142,4 +131,44 @@ def check_golden(path: Path, folder: Path) -> ParityReport:
         tolerance=tolerance, failures=failures, weights="(from the golden folder)", notes=notes)
 
 
-__all__ = ["save_golden", "check_golden", "read_golden", "sha256_of", "Golden"]
+@dataclass(frozen=True)
+class CheckedFile:
+    """`mvdeploy check` of one file: its parity report, and what was written beside it."""
+
+    report: ParityReport
+    size_bytes: int
+    parity_json: Path | None = None     # <file>.parity.json (a check against PyTorch writes one)
+    golden: Path | None = None          # the golden folder written, when asked and the file passed
+
+
+def check_path(path: Path, model: str | None = None, weights: Path | str | None = None,
+               num_classes: int | None = None, data: Path | None = None, golden: Path | None = None,
+               save_to: Path | None = None, progress: bool = False) -> CheckedFile:
+    """A file checked against golden outputs (`golden`, no PyTorch) or against the PyTorch `model`;
+    with `save_to`, a file that passed also gets its golden folder there. The options are refused
+    before any work when they do not go together."""
+    from .errors import InvalidValueError
+    from .outputs import check_folder
+    from .parity import parity_path
+    from .pipeline import check_file
+
+    path = Path(path)
+    if golden is not None:
+        if save_to is not None:
+            raise InvalidValueError("--golden and --save-golden do not go together: check first, then save")
+        return CheckedFile(check_golden(path, golden), _size_of(path))
+    if model is None:
+        raise InvalidValueError("pass --model NAME (the PyTorch model the file should match), or --golden DIR")
+    if save_to is not None:
+        check_folder(save_to, "--save-golden")
+    artifact, report = check_file(path, model, weights, num_classes, data, progress=progress)
+    saved = (save_golden(path, save_to, model, weights, num_classes, data)
+             if save_to is not None and report.passed else None)
+    return CheckedFile(report, artifact.size_bytes, parity_path(path), saved)
+
+
+def _size_of(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
+__all__ = ["save_golden", "check_golden", "read_golden", "sha256_of", "Golden", "check_path", "CheckedFile"]

@@ -7,6 +7,8 @@
   keep off the terminal; `verbose=True` lets it through.
 - SIGINT and SIGTERM stop the run: the handler raises inside the main thread so every `finally` and
   staging folder cleanup runs; the run then exits 130 / 143 even if some library swallowed the exception.
+  Once the command is over its exit status is decided, and a signal while the process exits changes
+  nothing (`SignalGuard`).
 """
 from __future__ import annotations
 
@@ -66,21 +68,47 @@ def quiet_libraries(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+class SignalGuard:
+    """SIGINT and SIGTERM over one run, with one rule for the exit status at every moment.
+
+    Until `finish()`: a signal raises `Stopped` in the main thread (so every `finally` and staging
+    cleanup runs) and is recorded, so a stop that some library swallowed is still a stop (128+N).
+    `finish(code)` decides the status once the command is over; from then until the process has
+    exited, both signals are ignored (SIG_IGN, which Python keeps through its own shutdown, where a
+    handler of ours would be reset to the default and a late Ctrl-C would kill the process)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: list[int] = []
+        self.finished = False
+
+    def handle(self, signum, frame) -> None:
+        self.received.append(signum)
+        if not self.finished:
+            raise Stopped(signum)
+
+    def finish(self, code: int) -> int:
+        """The run's exit status: `code`, or 128+N when signal N arrived and the command still
+        returned 0. Signals that arrive from now on change nothing."""
+        self.finished = True
+        for s in self.SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        return 128 + self.received[0] if self.received and code == 0 else code
+
+
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[list[int]]:
-    """Yields a list that records the signals received (so a swallowed stop is still a stop)."""
-    received: list[int] = []
-
-    def handler(signum, frame):
-        received.append(signum)
-        raise Stopped(signum)
-
-    saved = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+def stop_on_signals() -> Iterator[SignalGuard]:
+    """Install the guard's handler; an unfinished guard gives the previous handlers back on the way out,
+    a finished one keeps ignoring both signals until the process exits."""
+    guard = SignalGuard()
+    saved = {s: signal.signal(s, guard.handle) for s in guard.SIGNALS}
     try:
-        yield received
+        yield guard
     finally:
-        for s, previous in saved.items():
-            signal.signal(s, previous)
+        if not guard.finished:
+            for s, previous in saved.items():
+                signal.signal(s, previous)
 
 
 @contextlib.contextmanager

@@ -41,7 +41,7 @@ def headline_rows(report) -> list[tuple[str, ...]]:
 
 def ship_lines(report) -> list[str]:
     """One line per model: the variant to ship (fastest measured within the accuracy bound)."""
-    from .quantization.report import ACCURACY_BOUND_PT, recommend
+    from .quantization.recommend import ACCURACY_BOUND_PT, recommend
 
     lines = []
     for m in report.models:

@@ -2,7 +2,7 @@
 
 One job: run plain functions of picklable arguments and hand back each one's outcome as it completes.
 What the tasks are (conversion cells, evaluation shards) is the report's business
-(`quantization/report.py`); this module only runs them. An argument may be the handle of another task or
+(`quantization/schedule.py`); this module only runs them. An argument may be the handle of another task or
 of a `put` value: the task then waits for it (Ray resolves it on the worker; in-process it is computed
 first). Ray is imported by `RayExecutor` alone, so `mvdeploy --help` and an in-process report never load it.
 

@@ -1,6 +1,7 @@
 """`mvdeploy bench`: interleaved timing of exported files (structure, not speed: speed is for benchmarks)."""
 import json
 
+import pytest
 import torch
 from torch import nn
 
@@ -38,3 +39,42 @@ def test_bench_cli_json_and_a_missing_file(cli, tmp_path):
     missing = cli("bench", small, tmp_path / "nope.tflite")
     assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
     assert "does not exist" in missing.stderr
+
+
+def test_declared_precision_reads_the_parity_report_then_the_name(tmp_path):
+    from mobilevit_deploy.parity.report import declared_precision
+
+    assert declared_precision(tmp_path / "m-int8-static.tflite") == "int8-static"
+    assert declared_precision(tmp_path / "m-int8-static-onnx2tf.tflite") == "int8-static"
+    assert declared_precision(tmp_path / "m-int8.tflite") == "int8"
+    assert declared_precision(tmp_path / "model.tflite") is None
+    (tmp_path / "model.tflite.parity.json").write_text('{"precision": "int8-static"}')
+    assert declared_precision(tmp_path / "model.tflite") == "int8-static"
+
+
+def test_bench_labels_an_int8_static_file_as_such_and_keeps_litert_quiet(cli, tmp_path):
+    """int8 and int8-static files hold the same tensor types: the name mvdeploy gave the file, or its
+    parity report, says which one it is. LiteRT's own lines ("INFO: Created TensorFlow Lite XNNPACK
+    delegate for CPU.") never reach the terminal."""
+    import shutil
+
+    from mobilevit_deploy.parity import parity_path
+    from mobilevit_deploy.spec import Calibration, Precision
+
+    tflite = get_target("tflite")
+    if tflite.unavailable_reason():
+        pytest.skip(tflite.unavailable_reason())
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 10)).eval()
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    made = tflite.convert(model, ExportSpec("toy", 32, precision=Precision.int8_static),
+                          tmp_path / "toy-int8-static.tflite", Calibration([images], "synthetic", 8)).path
+    plain, as_int8 = tmp_path / "plain.tflite", tmp_path / "toy-int8.tflite"
+    for copy in (plain, as_int8):
+        shutil.copy(made, copy)
+    parity_path(plain).write_text(json.dumps({"precision": "int8-static"}))
+    result = cli("bench", made, plain, as_int8, "--rounds", "1", "--repeats", "1", "--json", "--threads", "1")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert [f["precision"] for f in json.loads(result.stdout)["files"]] == ["int8-static", "int8-static", "int8"]
+    table = cli("bench", made, "--rounds", "1", "--repeats", "1", "--threads", "1")
+    assert table.returncode == 0 and table.stderr.strip() == "" and "int8-static" in table.stdout

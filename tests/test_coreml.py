@@ -1,7 +1,7 @@
 """The Core ML target: every precision converts and its saved package computes what PyTorch computes.
 
 Off macOS the runner is the MIL reference interpreter (tests/test_mil.py pins it down); parity is
-judged by the one tolerance table. The toy model (from test_mil) keeps the matrix fast; the real
+judged by the one tolerance table. The toy model (tests/toys.py) keeps the matrix fast; the real
 models run under `-m slow`.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mobilevit_deploy.parity import compare, tolerance_for  # noqa: E402
 from mobilevit_deploy.runners.coreml import CoreMLRunner  # noqa: E402
 from mobilevit_deploy.spec import Calibration, ExportSpec, Layout, Precision, Preprocess  # noqa: E402
 from mobilevit_deploy.targets import Target, get_target  # noqa: E402
-from test_mil import SIZE, convert, reference, toy_images, toy_net  # noqa: E402  (the toy lives with the interpreter tests)
+from toys import SIZE, convert, reference, toy_images, toy_net  # noqa: E402
 
 IMAGENET = Preprocess(resize=36, crop=SIZE, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 THRESHOLD = 100            # compress the toy's small weights too (coremltools' default skips < 2048 elements)
@@ -88,7 +88,7 @@ def test_every_precision_converts_and_matches_pytorch(precision, toy, tmp_path):
         assert EVIDENCE[precision] in load_program(artifact.path).op_types
     x = toy_images(4)
     metrics = compare(reference(toy, x), run(artifact, x))
-    assert tolerance_for("coreml", precision).failures(metrics, trained=False) == []
+    assert tolerance_for(TARGET, precision).failures(metrics, trained=False) == []
     assert TARGET.load(artifact.path).precision is precision
 
 
@@ -126,7 +126,7 @@ def test_only_conv_and_linear_weights_are_compressed(tmp_path):
     assert "3 of 3 conv/linear weight tensors compressed" in " ".join(artifact.notes)
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)).numpy()
     metrics = compare(reference(model, x), run(artifact, x))
-    assert tolerance_for("coreml", Precision.int8).failures(metrics, trained=False) == []
+    assert tolerance_for(TARGET, Precision.int8).failures(metrics, trained=False) == []
 
 
 def test_nothing_to_compress_is_an_error(toy, tmp_path):
@@ -147,12 +147,40 @@ def test_same_model_gives_byte_identical_packages(toy, converted, tmp_path):
     assert all((first / f).read_bytes() == (again.path / f).read_bytes() for f in files)
 
 
+ANOTHER_PROCESS = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from converters.coreml import TARGET
+from mobilevit_deploy.spec import ExportSpec, Precision
+from toys import SIZE, toy_net
+options = TARGET.options(ios=17, weight_threshold=int(sys.argv[3]))
+TARGET.convert(toy_net(), ExportSpec("toy", SIZE, Precision.fp16, options=options), Path(sys.argv[1]))
+"""
+
+
+def test_same_model_gives_byte_identical_packages_in_another_process(converted, tmp_path):
+    """protobuf (upb) writes map entries in an order seeded per process, and coremltools stamps the
+    date: the package written by another process must still be the same bytes, file for file."""
+    import subprocess
+    from pathlib import Path
+
+    other = tmp_path / "other.mlpackage"
+    made = subprocess.run([sys.executable, "-c", ANOTHER_PROCESS, str(other), str(Path(__file__).parent),
+                           str(THRESHOLD)], capture_output=True, text=True, timeout=600)   # = spec_for(fp16)
+    assert made.returncode == 0, made.stderr[-3000:]
+    first = converted[Precision.fp16].path
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file())
+    assert [f for f in files if (first / f).read_bytes() != (other / f).read_bytes()] == []
+
+
 def test_export_converter_matches_pytorch(toy, tmp_path):
     spec = ExportSpec("toy", SIZE, Precision.fp32, converter="export", options=TARGET.options(ios=18))
     artifact = TARGET.convert(toy, spec, tmp_path / "toy.mlpackage")
     x = toy_images(2)
     metrics = compare(reference(toy, x), run(artifact, x))
-    assert tolerance_for("coreml", Precision.fp32).failures(metrics, trained=False) == []
+    assert tolerance_for(TARGET, Precision.fp32).failures(metrics, trained=False) == []
     assert artifact.converter == "export"
 
 
@@ -214,7 +242,7 @@ def test_classifier_with_labels(toy, tmp_path):
     x = toy_images(2)
     ref = reference(toy, x)
     metrics = compare(ref, run(artifact, x))                        # the runner returns the logits
-    assert tolerance_for("coreml", Precision.fp32).failures(metrics, trained=False) == []
+    assert tolerance_for(TARGET, Precision.fp32).failures(metrics, trained=False) == []
     outputs = Interpreter.from_package(artifact.path).run({"image": x[:1]})
     probabilities = outputs[description.predictedProbabilitiesName]
     expected = torch.softmax(torch.from_numpy(ref[0]), -1).numpy()
@@ -248,7 +276,7 @@ def test_image_input_runs_and_matches(precision, toy, tmp_path):
     assert artifact.inputs[0].dtype == "uint8" and artifact.inputs[0].shape == (1, 3, SIZE, SIZE)
     x = toy_images(2)                                               # canonical, normalized
     metrics = compare(reference(toy, x), run(artifact, x))
-    assert tolerance_for("coreml", precision).failures(metrics, trained=False) == []
+    assert tolerance_for(TARGET, precision).failures(metrics, trained=False) == []
 
 
 # ---------------------------------------------------------------- load and runner

@@ -18,29 +18,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import run_cli
 from mobilevit_deploy.models import create_model
 
 SIZE = 64
-
-
-def _run(*args, tmpdir: Path, cwd=None, timeout=600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TMPDIR": str(tmpdir)}
-    env.pop("MVDEPLOY_VERBOSE", None)
-    return subprocess.run([sys.executable, "-m", "mobilevit_deploy.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=timeout)
-
-
-@pytest.fixture
-def run(tmp_path):
-    """The CLI with a private TMPDIR that must be empty again when the run is over."""
-    tmpdir = tmp_path / "system-tmp"
-    tmpdir.mkdir()
-
-    def call(*args, **kw):
-        result = _run(*args, tmpdir=tmpdir, **kw)
-        assert sorted(p.name for p in tmpdir.iterdir()) == [], "left in the temporary folder"
-        return result
-    return call
 
 
 def _one_line(result, code, *needles):
@@ -61,7 +42,7 @@ def onnx10(tmp_path_factory):
     """A good 10-class ONNX file (the digits checkpoint), made once."""
     out = tmp_path_factory.mktemp("onnx10")
     tmpdir = tmp_path_factory.mktemp("tmp")
-    result = _run("convert", "--target", "onnx", "--out", out, tmpdir=tmpdir)
+    result = run_cli("convert", "--target", "onnx", "--out", out, tmpdir=tmpdir)
     assert result.returncode == 0, result.stderr
     return out / "mobilevit_xxs-fp32.onnx"
 
@@ -96,6 +77,25 @@ def test_bad_values_are_one_line_before_any_work(run, tmp_path, args, needle):
     out = tmp_path / "out"
     result = run(*args, "--out", out, cwd=tmp_path)
     _one_line(result, 1, needle)
+    assert not out.exists()
+
+
+def test_overlapping_evaluation_and_calibration_images_are_one_line_before_any_work(run, tmp_path):
+    """The same folder (or a part of it) for --eval-data and --calib-data: the overlap is named, with how
+    many images, before a model is built or a file written."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    for label in ("a", "b"):
+        (photos / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 40), (40 * i, 80, 120)).save(photos / label / f"{i}.png")
+    out = tmp_path / "out"
+    common = ("report", "mobilevit_xxs", "--targets", "tflite", "--precisions", "int8", "--eval-data", photos)
+    same = run(*common, "--calib-data", photos, "--out", out)
+    _one_line(same, 1, "the evaluation and calibration sets overlap: 6 of the 6 images", "must be disjoint")
+    part = run(*common, "--calib-data", photos / "b", "--out", out)
+    _one_line(part, 1, "overlap: 3 of the 3 images in --calib-data")
     assert not out.exists()
 
 
@@ -308,6 +308,41 @@ def test_a_signal_stops_the_run_and_cleans_its_staging(tmp_path, sig, code):
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
     assert list(out.iterdir()) == [] if out.exists() else True
+    assert list(tmpdir.iterdir()) == []
+
+
+# Runs the real CLI, then lingers while Python shuts down: after the command is over and after Python
+# stopped handling signals itself (an object of __main__ destroyed with the modules), where a Ctrl-C
+# used to kill the process (exit status -2) instead of leaving the run's own status.
+LINGER_AT_EXIT = """
+import os, sys, time
+class Linger:
+    def __del__(self, write=os.write, sleep=time.sleep):
+        write(2, b"shutting down\\n")
+        sleep(3)
+linger = Linger()
+sys.argv = ["mvdeploy", *sys.argv[1:]]
+from mobilevit_deploy.cli import main
+main()
+"""
+
+
+def test_a_signal_after_the_command_is_over_leaves_its_status(tmp_path):
+    out, tmpdir = tmp_path / "out", tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", LINGER_AT_EXIT, "convert", "mobilevit_xxs", "--target", "onnx",
+                             "--weights", "random", "--image-size", str(SIZE), "--out", str(out)],
+                            env={**os.environ, "TMPDIR": str(tmpdir)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+    while not seen or seen[-1] not in ("shutting down\n", ""):
+        seen.append(proc.stderr.readline())                # the conversion, then Python's shutdown
+    assert seen[-1] == "shutting down\n", "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(seen) + stderr     # the run had completed: its status stays
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["mobilevit_xxs-fp32.onnx", "mobilevit_xxs-fp32.onnx.parity.json"]
     assert list(tmpdir.iterdir()) == []
 
 

@@ -14,7 +14,8 @@ from mobilevit_deploy import pipeline
 from mobilevit_deploy.errors import DataError
 from mobilevit_deploy.quantization.layers import analyze, layer_errors, quantize_graph
 from mobilevit_deploy.calibration import calibration_for
-from mobilevit_deploy.quantization.report import Report, measure_model
+from mobilevit_deploy.quantization.report import Report
+from mobilevit_deploy.quantization.schedule import measure_model
 from mobilevit_deploy.versions import tool_versions
 from mobilevit_deploy.reports import write_report
 
@@ -86,6 +87,25 @@ def test_calibration_never_overlaps_evaluation(tmp_path):
     assert calibration_for(digits, None, None, 10).source.startswith("digits train split")
 
 
+def test_a_report_request_is_planned_before_any_work(tmp_path):
+    from mobilevit_deploy.errors import InvalidValueError
+    from mobilevit_deploy.quantization.request import ReportRequest, plan_report
+
+    out = tmp_path / "report"
+    plan = plan_report(ReportRequest("mobilevit_xxs, mobilevit_xxs", "onnx,tflite", "fp32,int8", out=out))
+    assert plan.models == ["mobilevit_xxs"] and plan.targets == ["onnx", "tflite"]
+    assert plan.pairs == [("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "int8")]
+    with pytest.raises(InvalidValueError, match="pass one of them"):
+        plan_report(ReportRequest(workers=2, ray_address="127.0.0.1:1", out=out))
+    with pytest.raises(InvalidValueError, match="--artifact-store is where Ray workers"):
+        plan_report(ReportRequest(artifact_store=tmp_path / "store", out=out))
+    evaluation = _folder(tmp_path / "eval")
+    with pytest.raises(DataError, match="overlap: 4 of the 4 images in --calib-data"):
+        plan_report(ReportRequest("mobilevit_xxs", "onnx", "fp32", eval_data=evaluation,
+                                  calib_data=str(evaluation / "1"), out=out))
+    assert not out.exists() and not (tmp_path / "store").exists()
+
+
 def test_unreadable_evaluation_images_are_skipped_and_counted(tmp_path):
     prepared = pipeline.prepare_model("mobilevit_xxs", weights="random", num_classes=2, image_size=64)
     m = measure_model(prepared, ["onnx"], [pipeline.Precision.fp32], tmp_path / "a",
@@ -104,11 +124,21 @@ class Toy(nn.Module):
         return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)))
 
 
+def layer_quantizer():
+    """The quantizer the TFLite target declares for the layer analysis (the core imports none)."""
+    from mobilevit_deploy.targets import get_target
+
+    target = get_target("tflite")
+    if target.unavailable_reason():
+        pytest.skip(target.unavailable_reason())
+    return target.layer_quantizer()
+
+
 def test_per_layer_error_names_modules_and_measures_fallbacks():
     torch.manual_seed(0)
     model = Toy().eval()
     images = list(torch.rand(6, 3, 16, 16))
-    analysis = analyze(model, 16, images[:4], images[4:], candidates=2)
+    analysis = analyze(model, 16, images[:4], images[4:], layer_quantizer(), candidates=2)
     modules = [layer.module for layer in analysis.layers]
     assert "conv" in modules and "fc" in modules
     assert all(10 < layer.sqnr_db < 80 for layer in analysis.layers if layer.quantized)
@@ -122,14 +152,14 @@ def test_per_layer_error_of_an_unquantized_graph_is_zero():
     graph = torch.export.export(model, (example,)).module()
     images = list(torch.rand(2, 3, 16, 16))
     assert all(layer.noise_added == 0 for layer in layer_errors(graph, graph, images))
-    quantized = quantize_graph(model, example, images)
+    quantized = quantize_graph(model, example, images, layer_quantizer())
     assert any(layer.noise_added > 0 for layer in layer_errors(graph, quantized, images))
 
 
 def test_what_to_ship_is_the_fastest_variant_within_the_accuracy_bound(onnx_report):
     from dataclasses import replace
 
-    from mobilevit_deploy.quantization.report import recommend
+    from mobilevit_deploy.quantization.recommend import recommend
 
     _, m, files = onnx_report
     (fp32,) = m.rows

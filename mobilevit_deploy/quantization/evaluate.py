@@ -1,11 +1,15 @@
-"""Measure one artifact on the evaluation images: size, latency, accuracy, agreement with PyTorch."""
+"""The evaluation images, and what one artifact measures on them: size, latency, accuracy, agreement
+with PyTorch."""
 from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from ..data import LoadedImages, load_folder
+from ..errors import DataError
 from ..parity import compare
 
 
@@ -34,6 +38,15 @@ class VariantResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def evaluation_images(prepared, eval_data: Path | None, limit: int | None) -> LoadedImages:
+    """--eval-data (an ImageFolder), or the reference checkpoint's own test split."""
+    if eval_data is not None:
+        return load_folder(Path(eval_data), prepared.preprocess, count=limit, progress="reading evaluation images")
+    if prepared.reference is not None:
+        return prepared.reference.read("test", prepared.preprocess, limit)
+    raise DataError(f"{prepared.name} has no reference data: pass --eval-data DIR (an ImageFolder tree)")
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float | None:

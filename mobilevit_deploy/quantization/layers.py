@@ -1,8 +1,10 @@
 """Per-layer int8 error: where quantization hurts, and which float fallbacks would help most.
 
-The int8 TFLite path quantizes the model with torchao's PT2E flow and litert-torch's quantizer,
-then lowers that graph. This module runs the same quantized graph (quantize/dequantize ops in
-PyTorch) beside the float graph on the evaluation images and compares every layer's output. Graph
+A PT2E int8 conversion (TFLite's, through litert-torch) quantizes the model with torchao's PT2E flow
+and the target's quantizer, then lowers that graph. This module runs the same quantized graph
+(quantize/dequantize ops in PyTorch) beside the float graph on the evaluation images and compares
+every layer's output. The quantizer comes from the target (its `layer_quantizer()`), so this module
+imports no target's toolchain. Graph
 nodes keep the PyTorch module they came from (`nn_module_stack`), so each figure names a module of
 the model. It measures the quantization itself, not the TFLite kernels; the artifact's own logits
 are measured separately in the report.
@@ -15,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, fx, nn
 
-from ..parity.compare import SQNR_CAP_DB
+from ..parity.compare import noise_added, sqnr_from_power
 
 # Leaf modules that only finish their parent's work: their nodes are reported under the parent.
 MERGED_SUFFIXES = (".act",)
@@ -43,18 +45,12 @@ class FallbackGain:
         return asdict(self)
 
 
-def _quantizer():
-    from litert_torch.quantize import pt2e_quantizer
-
-    return pt2e_quantizer.PT2EQuantizer().set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
-
-
-def quantize_graph(model: nn.Module, example: Tensor, calibration: list[Tensor]) -> fx.GraphModule:
-    """The PT2E int8 graph of `model` (as the TFLite int8 converter builds it), calibrated on images."""
+def quantize_graph(model: nn.Module, example: Tensor, calibration: list[Tensor], quantizer) -> fx.GraphModule:
+    """The PT2E int8 graph of `model` as `quantizer` (a target's `layer_quantizer()`) makes it,
+    calibrated on images."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), _quantizer())
+    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
     with torch.no_grad():
         for image in calibration:
             prepared(image.unsqueeze(0))
@@ -97,12 +93,6 @@ class _Recorder(fx.Interpreter):
         return out
 
 
-def _sqnr(signal: float, noise: float) -> float:
-    if noise == 0:
-        return SQNR_CAP_DB
-    return float(min(SQNR_CAP_DB, 10 * torch.log10(torch.tensor(signal / noise)).item())) if signal else -SQNR_CAP_DB
-
-
 def layer_errors(float_graph: fx.GraphModule, quant_graph: fx.GraphModule, images: list[Tensor]) -> list[LayerError]:
     """Every layer's output SQNR (float vs int8) over `images`, in execution order."""
     outputs = layer_outputs(float_graph)
@@ -121,14 +111,10 @@ def layer_errors(float_graph: fx.GraphModule, quant_graph: fx.GraphModule, image
                     signal[name] += float((f.values[name] ** 2).sum())
                     noise[name] += float(((f.values[name] - q.values[name]) ** 2).sum())
     quantized = _quantized_modules(quant_graph)
-    result, previous = [], 0.0
-    for module, node in outputs.items():
-        sqnr = _sqnr(signal[node.name], noise[node.name])
-        relative_noise = noise[node.name] / signal[node.name] if signal[node.name] else float(noise[node.name] > 0)
-        result.append(LayerError(module, str(node.target).split(".")[1] if "." in str(node.target) else str(node.target),
-                                 sqnr, max(0.0, relative_noise - previous), module in quantized))
-        previous = relative_noise
-    return result
+    sqnrs = [sqnr_from_power(signal[node.name], noise[node.name]) for node in outputs.values()]
+    return [LayerError(module, str(node.target).split(".")[1] if "." in str(node.target) else str(node.target),
+                       sqnr, added, module in quantized)
+            for (module, node), sqnr, added in zip(outputs.items(), sqnrs, noise_added(sqnrs))]
 
 
 def _quantized_modules(quant_graph: fx.GraphModule) -> set[str]:
@@ -144,14 +130,14 @@ def logits_sqnr(float_graph: fx.GraphModule, quant_graph: fx.GraphModule, images
     with torch.no_grad():
         f = torch.cat([float_graph(i.unsqueeze(0)) for i in images]).double()
         q = torch.cat([quant_graph(i.unsqueeze(0)) for i in images]).double()
-    return _sqnr(float((f ** 2).sum()), float(((f - q) ** 2).sum()))
+    return sqnr_from_power(float((f ** 2).sum()), float(((f - q) ** 2).sum()))
 
 
 def with_float_module(quant_graph: fx.GraphModule, module: str) -> fx.GraphModule:
     """The int8 graph with one module computing in float: its ops read the float values behind their
     quantize/dequantize pairs (weights and inputs); its output is still quantized for the next op, as
-    in a mixed TFLite graph. (litert-torch's quantizer cannot leave one module out, so this is done on
-    the converted graph.)"""
+    in a mixed TFLite graph. (A PT2E quantizer such as litert-torch's cannot leave one module out, so
+    this is done on the converted graph.)"""
     graph = copy.deepcopy(quant_graph)
     for dq in list(graph.graph.nodes):
         q = dq.args[0] if dq.op == "call_function" and "dequantize" in str(dq.target) and dq.args else None
@@ -182,8 +168,7 @@ class LayerAnalysis:
     fallbacks: list[FallbackGain]
     images: int
     calibration_images: int
-    method: str = ("PT2E int8 graph (litert-torch quantizer, per-channel symmetric) run in PyTorch beside the "
-                   "float graph; SQNR of each module's output over the evaluation images")
+    method: str          # how the figures were measured, naming the quantizer
 
     def to_dict(self) -> dict:
         return {"layers": [l.to_dict() for l in self.layers], "logits_sqnr_db": self.logits_sqnr_db,
@@ -191,15 +176,18 @@ class LayerAnalysis:
                 "calibration_images": self.calibration_images, "method": self.method}
 
 
-def analyze(model: nn.Module, image_size: int, calibration: list[Tensor], images: list[Tensor],
-            candidates: int = 3) -> LayerAnalysis:
-    """Per-layer SQNR of the int8 model, and the measured gain of leaving each of the worst
-    `candidates` quantized layers (by noise added) in float."""
+def analyze(model: nn.Module, image_size: int, calibration: list[Tensor], images: list[Tensor], quantizer,
+            candidates: int = 3, made_by: str = "the target's int8 quantizer") -> LayerAnalysis:
+    """Per-layer SQNR of the int8 model `quantizer` makes, and the measured gain of leaving each of the
+    worst `candidates` quantized layers (by noise added) in float. `made_by` names the quantizer in
+    the analysis' method line."""
     example = torch.zeros(1, 3, image_size, image_size)
     float_graph = torch.export.export(model.eval(), (example,)).module()
-    quant_graph = quantize_graph(model, example, calibration)
+    quant_graph = quantize_graph(model, example, calibration, quantizer)
     layers = layer_errors(float_graph, quant_graph, images)
     baseline = logits_sqnr(float_graph, quant_graph, images)
     worst = [l.module for l in sorted((l for l in layers if l.quantized), key=lambda l: -l.noise_added)[:candidates]]
+    method = (f"PT2E int8 graph ({made_by}) run in PyTorch beside the float graph; SQNR of each module's "
+              "output over the evaluation images")
     return LayerAnalysis(layers, baseline, fallback_gains(quant_graph, images, worst, float_graph, baseline),
-                         len(images), len(calibration))
+                         len(images), len(calibration), method)
