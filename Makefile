@@ -1,8 +1,8 @@
-# One command each: make install | make demo | make test | make test-slow | make bench
+# One command each: make install | make demo | make test | make test-unit | make test-slow | make bench
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-unit test-slow bench clean
 
 install: $(STAMP)
 
@@ -18,11 +18,16 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 demo: install
 	.venv/bin/mvdeploy convert --target tflite --precision fp32,fp16,int8
 
+# Two workers, one per core: each test file runs whole on one worker (its module fixtures built once),
+# the matrix's cases are spread over both (tests/conftest.py), converted files are shared between them.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+test-unit: install
+	$(PY) -m pytest -q -m unit
 
 test-slow: install
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m slow
 
 bench: install
 	$(PY) benchmarks/fusion_latency.py

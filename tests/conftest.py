@@ -1,15 +1,140 @@
+"""What every test file shares: the real CLI in a subprocess, one torch thread, converted files.
+
+One torch thread for the whole session: on this 2-core machine the tests run in two pytest-xdist
+workers, and tiny tensors run several times faster on one intra-op thread than on two contending ones.
+Quantization already runs on one thread (quantization/cells.py), so no figure depends on this.
+"""
+import json
+import os
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))      # `from toys import ...` in every test file
 
-def run_cli(*args: str, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """The real `mvdeploy` in a subprocess: exit codes and stderr exactly as a user sees them."""
+
+def run_cli(*args, env: dict | None = None, cwd=None, timeout: int = 600,
+            tmpdir: Path | None = None) -> subprocess.CompletedProcess:
+    """The real `mvdeploy` in a subprocess: exit codes and stderr exactly as a user sees them.
+    `env`: extra variables; `tmpdir`: the run's TMPDIR."""
+    env = {**os.environ, **(env or {})}
+    env.pop("MVDEPLOY_VERBOSE", None)
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     return subprocess.run([sys.executable, "-m", "mobilevit_deploy.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+# Test files whose cases are spread over both xdist workers one by one; every other file runs whole on one
+# worker (`make test`: -n 2 --dist loadgroup), so its module-scoped fixtures are built once.
+SPREAD = {"test_matrix"}
+# Test files that convert nothing and start no process: the `unit` tier (`make test-unit`, under 2 minutes).
+UNIT = {"test_compare", "test_data", "test_fusion", "test_weights", "test_models"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__ if item.module is not None else ""
+        if module not in SPREAD:
+            item.add_marker(pytest.mark.xdist_group(module))
+        if module in UNIT:
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def run(tmp_path):
+    """The CLI with a private TMPDIR that must be empty again when the run is over."""
+    tmpdir = tmp_path / "system-tmp"
+    tmpdir.mkdir()
+
+    def call(*args, **kw):
+        result = run_cli(*args, tmpdir=tmpdir, **kw)
+        assert sorted(p.name for p in tmpdir.iterdir()) == [], "left in the temporary folder"
+        return result
+    return call
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- converted files, shared by every test file and both xdist workers ------------------------------
+
+CONVERTED_SIZE = 64          # the side the digits reference checkpoints were trained at
+REFERENCE = ("mobilevit_xxs", "swin_micro")   # models converted with their reference weights
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A file `pipeline.convert` wrote and checked, with its .parity.json. Shared: copy it before changing it."""
+
+    path: Path
+    parity: dict
+
+    @property
+    def passed(self) -> bool:
+        return self.parity["passed"] is True
+
+
+def _convert_for_tests(name: str, target_name: str, precision, converter: str | None, out: Path) -> Path:
+    """The conversion the matrix proves: the reference weights (random ones for other models) at 64x64,
+    64 calibration images (the checkpoint's train split, else synthetic), parity on 4 synthetic + 32 real."""
+    from mobilevit_deploy import pipeline
+    from mobilevit_deploy.calibration import calibration_for
+    from mobilevit_deploy.spec import Precision
+    from mobilevit_deploy.targets import get_target
+
+    target = get_target(target_name)
+    prepared = pipeline.prepare_model(name, weights=None if name in REFERENCE else "random",
+                                      image_size=CONVERTED_SIZE)
+    calibration = None
+    if target.needs_calibration(precision):
+        calibration = calibration_for(prepared, None if prepared.reference is not None else "synthetic", samples=64)
+    options = target.options(ios=18) if precision is Precision.int4 else None
+    result = pipeline.convert(prepared, target, prepared.spec(precision, converter=converter, options=options), out,
+                              calibration=calibration, inputs=pipeline.parity_inputs(prepared, synthetic=4, real=32))
+    return result.artifact.path
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory):
+    """converted(model, target, precision, converter=None) -> Converted: each file is made once per run,
+    by whichever worker asks first (a file lock), and read by every other test that asks for it."""
+    from filelock import FileLock
+
+    from mobilevit_deploy.parity import parity_path
+    from mobilevit_deploy.targets import get_target
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "converted"
+    root.mkdir(exist_ok=True)
+
+    def get(name: str, target_name: str, precision, converter: str | None = None) -> Converted:
+        reason = get_target(target_name).unavailable_reason()
+        if reason:
+            pytest.skip(reason)
+        key = f"{name}-{target_name}-{precision.value}-{converter or 'default'}"
+        done = root / f"{key}.json"
+        with FileLock(str(root / f"{key}.lock")):
+            if not done.exists():
+                path = _convert_for_tests(name, target_name, precision, converter, root / key)
+                done.write_text(json.dumps({"path": str(path)}))
+        path = Path(json.loads(done.read_text())["path"])
+        return Converted(path, json.loads(parity_path(path).read_text()))
+
+    return get

@@ -99,27 +99,12 @@ def prepared():
 
 
 @pytest.fixture(scope="module")
-def exported(prepared, tmp_path_factory):
-    """Converted on first use, one file per (model, target)."""
-    from mobilevit_deploy.pipeline import convert
+def exported(converted):
+    """One file per (model, target, precision), from the shared conversions (conftest: the matrix's own)."""
     from mobilevit_deploy.spec import Precision
-    from mobilevit_deploy.targets import get_target
-
-    from mobilevit_deploy.calibration import calibration_for
-
-    cache = {}
 
     def get(model: str, target: str, precision: Precision = Precision.fp32) -> Path:
-        if (model, target, precision) not in cache:
-            reason = get_target(target).unavailable_reason()
-            if reason:
-                pytest.skip(reason)
-            p = prepared[model]
-            out = tmp_path_factory.mktemp(f"{model}-{target}-{precision.value}")
-            calibration = calibration_for(p, None, samples=64) if precision is not Precision.fp32 else None
-            cache[model, target, precision] = convert(p, target, p.spec(precision), out, check=False,
-                                                      calibration=calibration).artifact.path
-        return Path(cache[model, target, precision])
+        return converted(model, target, precision).path
 
     return get
 

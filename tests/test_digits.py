@@ -23,14 +23,6 @@ SIZE = 64                    # the side both checkpoints were trained at
 MODELS = sorted(REFERENCE_CHECKPOINTS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: on the shared 2-core machine two threads ran several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def split():

@@ -1,4 +1,4 @@
-"""The models x targets x precisions matrix, through `pipeline.convert` and the one tolerance table.
+"""The models x targets x precisions matrix, through `pipeline.convert` and each target's own tolerances.
 
 Ids read like `mobilevit_xxs-tflite-int8` (`-onnx2tf` for the second TFLite converter). The
 reference checkpoints (digits weights, 64x64) run by default on the precisions apps ship most; the
@@ -7,16 +7,14 @@ strict xfails: parity catches them, and the test turns red if a converter starts
 """
 import numpy as np
 import pytest
+from conftest import CONVERTED_SIZE as SIZE, REFERENCE     # the conversion itself lives in conftest (shared)
 
 from mobilevit_deploy import pipeline
-from mobilevit_deploy.calibration import calibration_for
 from mobilevit_deploy.models import MODELS
 from mobilevit_deploy.runners.torch import TorchRunner
 from mobilevit_deploy.spec import Precision
 from mobilevit_deploy.targets import get_target
 
-SIZE = 64
-REFERENCE = ("mobilevit_xxs", "swin_micro")
 FAST = {
     ("tflite", None): (Precision.fp32, Precision.fp16, Precision.int8),
     ("coreml", None): (Precision.fp16, Precision.int8, Precision.palettize6),
@@ -63,40 +61,19 @@ def _cases():
                                    id=f"{name}-{target_name}-{precision.value}{suffix}")
 
 
-@pytest.fixture(scope="module")
-def prepared():
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            weights = None if name in REFERENCE else "random"
-            cache[name] = pipeline.prepare_model(name, weights=weights, image_size=SIZE)
-        return cache[name]
-    return get
-
-
 @pytest.mark.parametrize("name,target_name,converter,precision", list(_cases()))
-def test_matrix(name, target_name, converter, precision, prepared, tmp_path):
+def test_matrix(name, target_name, converter, precision, converted):
+    made = converted(name, target_name, precision, converter)         # conftest: the conversion, shared
+    assert made.passed, made.parity["failures"]
+    assert made.path.exists() and made.parity["precision"] == precision.value
     target = get_target(target_name)
-    if target.unavailable_reason():
-        pytest.skip(target.unavailable_reason())
-    model = prepared(name)
-    calibration = None
-    if target.needs_calibration(precision):
-        source = None if model.reference is not None else "synthetic"     # the checkpoint's own train split
-        calibration = calibration_for(model, source, samples=64)
-    options = target.options(ios=18) if precision is Precision.int4 else None
-    spec = model.spec(precision, converter=converter, options=options)
-    result = pipeline.convert(model, target, spec, tmp_path, calibration=calibration,
-                              inputs=pipeline.parity_inputs(model, synthetic=4, real=32))
-    assert result.report.passed, result.report.failures
-    assert result.artifact.path.exists() and result.artifact.precision is precision
-    if model.trained:
-        assert result.report.metrics.top1_agreement >= 0.95
-    if model.trained and target.name == "tflite" and precision in (Precision.int8, Precision.int8_static):
-        assert any(note.startswith(f"recipe {precision.value}") for note in result.artifact.notes)
+    if name in REFERENCE:
+        assert made.parity["metrics"]["top1_agreement"] >= 0.95
+    if name in REFERENCE and target.name == "tflite" and precision in (Precision.int8, Precision.int8_static):
+        assert any(note.startswith(f"recipe {precision.value}") for note in made.parity["notes"])
+        model = pipeline.prepare_model(name, image_size=SIZE)
         test = model.reference.read("test", model.preprocess)               # all 450 held-out digits
-        with target.runner(result.artifact) as runner:
+        with target.runner(target.load(made.path, precision)) as runner:
             logits = runner.infer(test.images.numpy())
         with TorchRunner(model.model, input_shape=model.input_shape) as reference:
             expected = reference.infer(test.images.numpy())

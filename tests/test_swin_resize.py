@@ -15,13 +15,6 @@ from mobilevit_deploy.models.weights import load_weights
 TABLE = "layers.0.blocks.0.attn.relative_position_bias_table"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # --- the resize itself -------------------------------------------------------------------------------
 
