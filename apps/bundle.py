@@ -21,7 +21,7 @@ import numpy as np
 
 from mobilevit_deploy.errors import (ArtifactError, BundleError, TargetUnavailableError, UnknownNameError,
                                      at_least)
-from mobilevit_deploy.outputs import check_folder, ensure_folder, move_into_place, staging
+from mobilevit_deploy.outputs import ensure_folder, move_into_place, require_writable_folder, staging
 from mobilevit_deploy.spec import Artifact, Calibration, Layout, Precision, Preprocess, parse_choice
 from mobilevit_deploy.versions import tool_versions
 
@@ -296,7 +296,7 @@ def bundle_model(model: str, platform: str | PlatformName, out: Path, *, runtime
     from mobilevit_deploy.targets import get_target
 
     at_least(golden, 1, "--golden")
-    check_folder(out)
+    require_writable_folder(out)
     plat = get_platform(platform, runtime)
     chosen = parse_choice(Precision, precision, "precision") if precision else plat.default_precision
     if artifact is not None and not Path(artifact).exists():

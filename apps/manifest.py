@@ -1,6 +1,6 @@
 """bundle.json: everything an app needs to feed the model and to test itself, with checksums.
 
-The schema is checked field by field (no third-party validator): a missing or mistyped field is one
+The schema is validated field by field (no third-party validator): a missing or mistyped field is one
 readable line.
 """
 from __future__ import annotations

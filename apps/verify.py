@@ -28,7 +28,7 @@ from .manifest import MANIFEST, bundle_files, schema_failures, sha256
 class Verification:
     bundle: str
     failures: list[str] = field(default_factory=list)
-    checked: list[str] = field(default_factory=list)      # what was checked and held
+    verified: list[str] = field(default_factory=list)     # what was verified and held
     engine: str | None = None
     device: DeviceCheck | None = None                     # the app's outputs, when given
 
@@ -92,7 +92,7 @@ def _golden(root: Path, manifest: dict, result: Verification) -> None:
         if m.max_rel > tol["max_rel"] or not top1 or m.nonfinite:
             result.failures.append(f"golden case {i:03d}: max_rel {m.max_rel:.3g} (bound {tol['max_rel']:g}), "
                                    f"top-1 {'agrees' if top1 else 'differs'}")
-    result.checked.append(f"{len(expected)} golden cases on {result.engine}")
+    result.verified.append(f"{len(expected)} golden cases on {result.engine}")
 
 
 def _device(root: Path, manifest: dict, device: DeviceOutputs, result: Verification) -> None:
@@ -107,7 +107,7 @@ def _device(root: Path, manifest: dict, device: DeviceOutputs, result: Verificat
     except (ValueError, OSError, KeyError, TypeError) as e:      # golden files that do not fit the manifest
         result.failures.append(f"device outputs could not be checked: {type(e).__name__}: {first_line(e)}")
         return
-    result.checked.extend(c.line(result.device.bound) for c in result.device.cases if c.passed)
+    result.verified.extend(c.line(result.device.bound) for c in result.device.cases if c.passed)
     result.failures.extend(result.device.failures())
 
 
@@ -125,7 +125,7 @@ def verify_folder(root: Path, result: Verification, device: DeviceOutputs | None
     if schema:
         result.failures.extend(schema)
         return result
-    result.checked.append("schema")
+    result.verified.append("schema")
     listed = manifest["files"]
     present = {p.as_posix() for p in bundle_files(root)}
     for rel, digest in sorted(listed.items()):
@@ -144,7 +144,7 @@ def verify_folder(root: Path, result: Verification, device: DeviceOutputs | None
     result.failures.extend(f"symbolic link in bundle: {p.relative_to(root)}" for p in links)
     if result.failures:
         return result                         # do not run a model whose bytes are not the listed ones
-    result.checked.append(f"{len(listed)} checksums")
+    result.verified.append(f"{len(listed)} checksums")
     try:
         _golden(root, manifest, result)
     except MvDeployError as e:
@@ -157,7 +157,7 @@ def verify_folder(root: Path, result: Verification, device: DeviceOutputs | None
 
 
 def verify(bundle: Path, device: DeviceOutputs | None = None) -> Verification:
-    """Check a bundle folder or zip; with `device` (read_device_outputs), also the app's own outputs."""
+    """Verify a bundle folder or zip; with `device` (read_device_outputs), also the app's own outputs."""
     bundle = Path(bundle)
     result = Verification(str(bundle))
     if bundle.is_dir():
@@ -175,7 +175,7 @@ def verify(bundle: Path, device: DeviceOutputs | None = None) -> Verification:
         if unsafe:
             result.failures.extend(unsafe)
             return result                     # never extract an unsafe zip
-        result.checked.append("zip paths")
+        result.verified.append("zip paths")
         try:
             zf.extractall(tmp)
         except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError, zlib.error) as e:

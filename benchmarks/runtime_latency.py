@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 from mobilevit_deploy import pipeline
-from mobilevit_deploy.quantization.evaluate import time_runner
+from mobilevit_deploy.quantization.latency import time_runner
 from mobilevit_deploy.runners.torch import TorchRunner
 from mobilevit_deploy.spec import Precision
 from mobilevit_deploy.targets import get_target

@@ -18,7 +18,7 @@ from mobilevit_deploy.targets import get_target
 from mobilevit_deploy import pipeline
 from mobilevit_deploy.calibration import calibration_for
 from mobilevit_deploy.models import MODELS
-from mobilevit_deploy.quantization.evaluate import time_runner
+from mobilevit_deploy.quantization.latency import time_runner
 from mobilevit_deploy.runners.torch import TorchRunner
 from mobilevit_deploy.spec import Precision
 

@@ -1,7 +1,7 @@
 """Calibration images for static quantization, chosen in one place.
 
 `calibration_for` decides where they come from: `--calib-data` (a folder, or "synthetic"), else the
-reference checkpoint's own training split; never images that evaluation reads (`check_disjoint`).
+reference checkpoint's own training split; never images that evaluation reads (`require_disjoint`).
 Sampling is deterministic (seeded), images go through the model's own preprocessing, and the batches
 come from the same Dataset / DataLoader / collate path as evaluation and training. Light at import
 (torch and the data module load inside the functions), so the CLI can show DEFAULT_SAMPLES.
@@ -46,15 +46,15 @@ def calibration_for(prepared, calib_data: str | Path | None = None, eval_data: P
         return _batched(loaded.images, loaded.source)
     if str(calib_data) == SYNTHETIC:
         return _batched(synthetic_images(samples, prepared.image_size, prepared.preprocess, seed=seed + 1), SYNTHETIC)
-    check_disjoint(calib_data, eval_data)
+    require_disjoint(calib_data, eval_data)
     loaded = load_folder(Path(calib_data), prepared.preprocess, count=samples, seed=seed,
                          progress="reading calibration images" if progress else None)
     return _batched(loaded.images, str(calib_data), loaded.skipped, loaded.files)
 
 
-def check_disjoint(calib_data: str | Path | None, eval_data: Path | None) -> None:
+def require_disjoint(calib_data: str | Path | None, eval_data: Path | None) -> None:
     """Refuse calibration images that evaluation also reads (the same file, by its resolved path): an
-    accuracy measured on images the quantizer was fitted to says nothing. Nothing to check for the
+    accuracy measured on images the quantizer was fitted to says nothing. Nothing to refuse for the
     reference split or synthetic images."""
     if calib_data is None or eval_data is None or str(calib_data) == SYNTHETIC:
         return

@@ -296,13 +296,13 @@ def verify(
         help="the logits an app produced for the golden images (the sample apps' self-test writes "
              "device_outputs.json); on disagreement, names the preprocessing mistake that explains them")] = None,
 ) -> None:
-    """Check a bundle: schema, checksums, safe zip paths, golden self-test on this machine; an app's outputs."""
+    """Verify a bundle: schema, checksums, safe zip paths, golden self-test on this machine; an app's outputs."""
     from apps.diagnose import read_device_outputs
     from apps.verify import verify as run_verify
 
     device = read_device_outputs(device_outputs) if device_outputs is not None else None
     result = run_verify(bundle_path, device)
-    for line in result.checked:
+    for line in result.verified:
         console.print(f"[green]ok[/]   {line}", highlight=False)
     for line in result.failures:
         err_console.print(f"[red]FAIL[/] {_escape(line)}", highlight=False, soft_wrap=True)

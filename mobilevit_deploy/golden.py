@@ -148,7 +148,7 @@ def check_path(path: Path, model: str | None = None, weights: Path | str | None 
     with `save_to`, a file that passed also gets its golden folder there. The options are refused
     before any work when they do not go together."""
     from .errors import InvalidValueError
-    from .outputs import check_folder
+    from .outputs import require_writable_folder
     from .parity import parity_path
     from .pipeline import check_file
 
@@ -160,7 +160,7 @@ def check_path(path: Path, model: str | None = None, weights: Path | str | None 
     if model is None:
         raise InvalidValueError("pass --model NAME (the PyTorch model the file should match), or --golden DIR")
     if save_to is not None:
-        check_folder(save_to, "--save-golden")
+        require_writable_folder(save_to, "--save-golden")
     artifact, report = check_file(path, model, weights, num_classes, data, progress=progress)
     saved = (save_golden(path, save_to, model, weights, num_classes, data)
              if save_to is not None and report.passed else None)

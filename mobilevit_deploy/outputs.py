@@ -1,4 +1,4 @@
-"""Writing results safely: output folders checked up front, staging folders, atomic replacement.
+"""Writing results safely: output folders validated up front, staging folders, atomic replacement.
 
 Every result is written into a hidden staging folder inside its output folder (same file system,
 so the final rename is atomic) and renamed into place only when complete. A staging folder carries
@@ -90,8 +90,8 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise OutputError(f"cannot write {path}: {reason}") from None
 
 
-def check_folder(path: Path, flag: str = "--out") -> None:
-    """Will `ensure_folder(path)` work? Checked before any work, creating nothing."""
+def require_writable_folder(path: Path, flag: str = "--out") -> None:
+    """Will `ensure_folder(path)` work? Validated before any work, creating nothing."""
     path = Path(path)
     if path.exists():
         if not path.is_dir():

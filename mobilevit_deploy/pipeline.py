@@ -1,12 +1,13 @@
-"""The main job as library calls: prepare a model, convert it for a target, prove parity.
-
-Writes are atomic: a converter writes into a hidden temporary folder inside the output folder, the
-parity check runs there, and only then are the artifact and its report renamed into place. A failed
-conversion leaves nothing behind.
+"""The main job as library calls: prepare a model, convert it for a target, check parity.
 
 The convert sequence (validate -> calibration -> parity inputs -> convert -> check -> move into place)
-is written once, in `convert_all`; the CLI, the Python API (through `convert_model`), bundles and
-report cells all run it.
+is written once, in `convert_all`; the CLI and the Python API (both through `convert_model`),
+`apps.bundle` and the report's cells (`quantization.cells`) all run it. `check_file` checks parity of a
+file that already exists (`mvdeploy check`).
+
+Writes are atomic: a target writes into a hidden staging folder inside the output folder, the parity
+check runs there, and only then are the artifact and its report renamed into place (a file that fails
+parity into <out>/failed/). A failed conversion leaves nothing behind.
 
 Targets are reached through the registry (`targets.get_target`), never imported: they are plugins.
 """
@@ -28,10 +29,10 @@ from .errors import (ArtifactError, DataError, InputSizeError, InvalidValueError
 from .fusion import fuse
 from .models import create_model, model_config
 from .models.weights import load_weights
-from .outputs import check_folder, ensure_folder, move_into_place, staging
+from .outputs import ensure_folder, move_into_place, require_writable_folder, staging
 from .parity import ParityReport, compare, parity_path, tolerance_for
 from .runners.torch import TorchRunner
-from .spec import (Artifact, Calibration, CheckedSpec, ExportSpec, Layout, Precision, Preprocess, parse_choice,
+from .spec import (Artifact, Calibration, ExportSpec, Layout, Precision, Preprocess, ValidSpec, parse_choice,
                    parse_precisions)
 from .targets import Target, get_target
 
@@ -202,7 +203,7 @@ def parity_inputs(prepared: PreparedModel, data: Path | None = None, synthetic: 
                         loaded.source if loaded else None, loaded.skipped if loaded else 0)
 
 
-def check_fits(artifact: Artifact, prepared: PreparedModel) -> None:
+def require_fit(artifact: Artifact, prepared: PreparedModel) -> None:
     """The artifact's input and output shapes against the model's, before anything runs."""
     shape = artifact.inputs[0].canonical_shape
     if shape[1:] != prepared.input_shape[1:]:
@@ -218,7 +219,7 @@ def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, 
                    label: Path | None = None) -> ParityReport:
     """Run the artifact and the PyTorch model on the same inputs and compare. `label`: the path the
     report names (the final path when the artifact is checked in a staging folder)."""
-    check_fits(artifact, prepared)
+    require_fit(artifact, prepared)
     with TorchRunner(prepared.model, input_shape=prepared.input_shape) as reference_runner:
         reference = reference_runner.infer(inputs.images)
         reference_engine = reference_runner.engine
@@ -277,8 +278,8 @@ def convert_all(prepared: PreparedModel, target: str | Target, specs: Sequence[E
                 on_step: Callable[[str], None] | None = None) -> Conversion:
     """The convert sequence, written once (the CLI, the Python API, bundles and report cells run it):
 
-    1. every spec validated by `target.check`, once, before any work (a CheckedSpec of this target
-       passes as it is; `target.convert` never checks it again);
+    1. every spec validated by `target.validate`, once, before any work (a ValidSpec of this target
+       passes as it is; `target.convert` never validates it again);
     2. calibration images when a precision calibrates: `calibration` as given, else
        `calibration_for(prepared, calib_data, samples=calib_samples)`;
     3. parity inputs (unless check=False): `inputs` as given, else `parity_inputs(prepared, data,
@@ -288,13 +289,13 @@ def convert_all(prepared: PreparedModel, target: str | Target, specs: Sequence[E
 
     `on_step(text)` hears of each conversion as it starts (after any images are read)."""
     target = get_target(target) if isinstance(target, str) else target
-    checked = [spec if spec.checked_by(target.name) else target.check(spec) for spec in specs]
-    if calibration is None and any(target.needs_calibration(spec.precision) for spec in checked):
+    valid = [spec if spec.validated_by(target.name) else target.validate(spec) for spec in specs]
+    if calibration is None and any(target.needs_calibration(spec.precision) for spec in valid):
         calibration = calibration_for(prepared, calib_data, samples=calib_samples, progress=progress)
     if check and inputs is None:
         inputs = parity_inputs(prepared, data, progress=progress, calibration=calibration)
     results = []
-    for spec in checked:
+    for spec in valid:
         if on_step is not None:
             on_step(f"converting {prepared.name} to {target.name} {spec.precision.value}...")
         results.append(_convert_one(prepared, target, spec, Path(out_dir), calibration, inputs if check else None,
@@ -326,7 +327,7 @@ def convert_model(model: str | PreparedModel | nn.Module, target: str | Target, 
     layout = parse_choice(Layout, getattr(layout, "value", layout), "layout")
     at_least(calib_samples, 1, "--calib-samples")
     out_dir = Path(out) if out is not None else (OUT_ROOT / model if isinstance(model, str) else OUT_ROOT)
-    check_folder(out_dir)
+    require_writable_folder(out_dir)
     prepared = _prepared(model, weights, weights_format, image_size, num_classes, name, preprocess)
     given = {key: value for key, value in (options or {}).items() if value is not None}
     if labels_file is not None:
@@ -347,9 +348,9 @@ def _prepared(model: str | PreparedModel | nn.Module, weights, weights_format, i
     return prepare_module(model, image_size, name=name, preprocess=preprocess)
 
 
-def _convert_one(prepared: PreparedModel, target: Target, spec: CheckedSpec, out_dir: Path,
+def _convert_one(prepared: PreparedModel, target: Target, spec: ValidSpec, out_dir: Path,
                  calibration: Calibration | None, inputs: ParityInputs | None, do_fuse: bool) -> ConvertResult:
-    """Step 4 of `convert_all` for one checked spec; `inputs` None: no parity check."""
+    """Step 4 of `convert_all` for one validated spec; `inputs` None: no parity check."""
     fusion = fuse(prepared.model) if do_fuse else None
     export_model = fusion.model if fusion else prepared.model
 
@@ -364,7 +365,7 @@ def _convert_one(prepared: PreparedModel, target: Target, spec: CheckedSpec, out
         raise
 
 
-def _convert_staged(prepared: PreparedModel, target: Target, spec: CheckedSpec, out_dir: Path,
+def _convert_staged(prepared: PreparedModel, target: Target, spec: ValidSpec, out_dir: Path,
                     export_model: nn.Module, fused_pairs: int, inputs: ParityInputs | None,
                     calibration: Calibration | None) -> ConvertResult:
     final = out_dir / artifact_name(prepared.name, spec.precision, target, spec.converter)

@@ -10,8 +10,8 @@ from pathlib import Path
 from .outputs import ensure_folder, write_text_atomic
 
 
-def _fmt(value, spec: str = ".2f", none: str = "-") -> str:
-    return none if value is None else format(value, spec)
+def _fmt(value, pattern: str = ".2f", none: str = "-") -> str:
+    return none if value is None else format(value, pattern)
 
 
 def _pct(value) -> str:

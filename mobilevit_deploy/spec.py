@@ -1,4 +1,4 @@
-"""Small frozen dataclasses shared by models, converters, runners and reports."""
+"""Small frozen dataclasses shared by models, targets, runners and reports."""
 from __future__ import annotations
 
 import enum
@@ -143,7 +143,7 @@ class Calibration:
     source: str                   # a folder path, a dataset split, or "synthetic"
     samples: int
     skipped: int = 0              # unreadable files in the folder
-    files: tuple[Path, ...] = ()  # the image files used (a folder source), so checks can avoid them
+    files: tuple[Path, ...] = ()  # the image files used (a folder source), so parity can avoid them
 
     @property
     def synthetic(self) -> bool:
@@ -169,22 +169,22 @@ class ExportSpec:
         s = self.image_size
         return (1, 3, s, s) if self.layout is Layout.nchw else (1, s, s, 3)
 
-    def checked_by(self, target: str) -> bool:
-        """True when target `target`'s `check` made this spec (see CheckedSpec)."""
+    def validated_by(self, target: str) -> bool:
+        """True when target `target`'s `validate` made this spec (see ValidSpec)."""
         return False
 
 
 @dataclass(frozen=True)
-class CheckedSpec(ExportSpec):
-    """An ExportSpec as a target's `check` validated it, its Options filled in. Only `BaseTarget.check`
-    makes one; the convert sequence and `target.convert` take it as it is, so the checks of a file run
-    once and cannot be skipped. Outside a target's `check`, build a new ExportSpec rather than
-    `replace()` one of these."""
+class ValidSpec(ExportSpec):
+    """An ExportSpec as a target's `validate` accepted it, its Options filled in. Only
+    `BaseTarget.validate` makes one; the convert sequence and `target.convert` take it as it is, so a
+    file's spec is validated once and never skipped. Outside a target's `validate`, build a new
+    ExportSpec rather than `replace()` one of these."""
 
-    checker: str = ""                       # the name of the target whose check made it
+    validator: str = ""                     # the name of the target whose validate made it
 
-    def checked_by(self, target: str) -> bool:
-        return self.checker == target
+    def validated_by(self, target: str) -> bool:
+        return self.validator == target
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,18 @@
 """The Target contract, the one validation every target shares, and the registry of targets.
 
 A target (onnx, tflite, coreml, ...) turns a PyTorch model into a file for one runtime. Targets live
-outside the core, in the `converters` packages (or any other installed package): they are found
+outside the core, in the `mvdeploy_targets` package (or any other installed package): they are found
 through the entry-point group `mvdeploy.targets` declared in a package's pyproject.toml, so the core
 reaches them through this registry and never imports them. A third-party package adds a target by
 declaring `[project.entry-points."mvdeploy.targets"] name = "package.module:TARGET"`.
 
 Each target declares a frozen `Options` dataclass (its own flags, with defaults); `options(**given)`
-builds one and refuses names the target does not take. `check(spec)` validates a conversion before
-any work (availability, precision, converter, options, I/O) and returns a `CheckedSpec`, which is what
-`convert` works from: the convert sequence (`pipeline.convert_all`) checks each spec once, and
-`convert` takes a CheckedSpec as it is (`checked`), so no check runs twice or is skipped. Whether a
-calibrating precision has its images is a separate rule (`require_calibration`), applied when they exist.
+builds one and refuses names the target does not take. `validate(spec)` refuses a conversion that
+cannot work before any work (availability, precision, converter, options, I/O) and returns a
+`ValidSpec`, which is what `convert` works from: the convert sequence (`pipeline.convert_all`) validates
+each spec once, and `convert` takes a ValidSpec as it is (`validated`), so no validation runs twice or is
+skipped. Whether a calibrating precision has its images is a separate rule (`require_calibration`),
+applied when they exist. ("Check" is kept for proving parity: `pipeline.check_artifact`.)
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from .errors import (ArtifactError, CalibrationRequiredError, ConversionError, O
                      UnknownNameError, UnknownTargetError, did_you_mean, first_line)
 from .parity.tolerances import Tolerance
 from .runners.base import Runner
-from .spec import Artifact, Calibration, CheckedSpec, ExportSpec, Precision
+from .spec import Artifact, Calibration, ExportSpec, Precision, ValidSpec
 
 ENTRY_POINT_GROUP = "mvdeploy.targets"
 
@@ -58,17 +59,17 @@ class Target(Protocol):
     def needs_calibration(self, precision: Precision) -> bool:
         """True when converting at `precision` runs calibration images through the model."""
 
-    def check(self, spec: ExportSpec) -> CheckedSpec:
+    def validate(self, spec: ExportSpec) -> ValidSpec:
         """Validate a conversion before any work; returns the spec with its Options filled in."""
 
-    def checked(self, spec: ExportSpec, calibration: Calibration | None = None) -> CheckedSpec:
-        """What `convert` works from: a spec this target checked as it is, any other checked now; and
-        the calibration rule (`require_calibration`)."""
+    def validated(self, spec: ExportSpec, calibration: Calibration | None = None) -> ValidSpec:
+        """What `convert` works from: a spec this target validated as it is, any other validated now;
+        and the calibration rule (`require_calibration`)."""
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:
-        """Write `out_path` (a file, or a directory for .mlpackage) and describe it. `spec`: a CheckedSpec
-        of this target (taken as it is) or a plain ExportSpec (checked first, once)."""
+        """Write `out_path` (a file, or a directory for .mlpackage) and describe it. `spec`: a ValidSpec
+        of this target (taken as it is) or a plain ExportSpec (validated first, once)."""
 
     def load(self, path: Path, precision: Precision | None = None) -> Artifact:
         """Describe an existing artifact (possibly not made by mvdeploy) from the file itself;
@@ -79,12 +80,12 @@ class Target(Protocol):
 
 
 class BaseTarget:
-    """What every target shares: options handling and the one pre-flight check.
+    """What every target shares: options handling and the one pre-flight validation.
 
     Subclasses set the class attributes (among them their `tolerances`, their `requires`, and their
     debug `intermediates` and `layer_quantizer` when they have them), implement convert/load/runner,
-    and may add their own rules in `_check` (called last, with the Options already built). `convert`
-    begins with `spec = self.checked(spec, calibration)`, which never repeats a check."""
+    and may add their own rules in `_validate` (called last, with the Options already built). `convert`
+    begins with `spec = self.validated(spec, calibration)`, which never validates a spec twice."""
 
     name: str = ""
     suffix: str = ""
@@ -119,8 +120,8 @@ class BaseTarget:
     def needs_calibration(self, precision: Precision) -> bool:
         return precision in self.calibrated
 
-    def check(self, spec: ExportSpec) -> CheckedSpec:
-        """Every rule a spec must pass before any work, once; the CheckedSpec it returns is what
+    def validate(self, spec: ExportSpec) -> ValidSpec:
+        """Every rule a spec must pass before any work, once; the ValidSpec it returns is what
         `convert` takes. Calibration images are not asked for here (see `require_calibration`)."""
         reason = self.unavailable_reason()
         if reason:
@@ -144,26 +145,26 @@ class BaseTarget:
             raise ConversionError(f"int8 I/O needs int8 precision on {self.name} "
                                   f"(asked for {spec.precision.value} with int8 I/O)")
         fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(ExportSpec)}
-        checked = CheckedSpec(**{**fields, "options": options}, checker=self.name)
-        self._check(checked)
-        return checked
+        valid = ValidSpec(**{**fields, "options": options}, validator=self.name)
+        self._validate(valid)
+        return valid
 
-    def _check(self, spec: CheckedSpec) -> None:
+    def _validate(self, spec: ValidSpec) -> None:
         """Target-specific rules; spec.options is this target's Options."""
 
     def require_calibration(self, spec: ExportSpec, calibration: Calibration | None) -> None:
-        """The calibration rule, apart from `check` because the images load after it: a precision that
+        """The calibration rule, apart from `validate` because the images load after it: a precision that
         calibrates needs them."""
         if self.needs_calibration(spec.precision) and calibration is None:
             raise CalibrationRequiredError(
                 f"{self.name} {spec.precision.value} is static quantization and needs calibration images: "
                 "pass --calib-data DIR (preprocessed like the model's input) or --calib-data synthetic")
 
-    def checked(self, spec: ExportSpec, calibration: Calibration | None = None) -> CheckedSpec:
-        """The first line of every `convert`: a spec this target's `check` made passes as it is (the
-        convert sequence checked it), any other is checked here, once; then the calibration rule."""
-        if not spec.checked_by(self.name):
-            spec = self.check(spec)
+    def validated(self, spec: ExportSpec, calibration: Calibration | None = None) -> ValidSpec:
+        """The first line of every `convert`: a spec this target's `validate` made passes as it is (the
+        convert sequence validated it), any other is validated here, once; then the calibration rule."""
+        if not spec.validated_by(self.name):
+            spec = self.validate(spec)
         self.require_calibration(spec, calibration)
         return spec
 

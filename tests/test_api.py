@@ -9,12 +9,12 @@ from PIL import Image
 from torch import nn
 
 import mobilevit_deploy as mvd
-from converters.onnx import OnnxTarget
 from mobilevit_deploy import pipeline
 from mobilevit_deploy.errors import CalibrationRequiredError, InvalidValueError
 from mobilevit_deploy.pipeline import prepare_module
 from mobilevit_deploy.spec import Precision
 from mobilevit_deploy.targets import BaseTarget
+from mvdeploy_targets.onnx import OnnxTarget
 from toys import toy_net
 
 
@@ -56,7 +56,7 @@ def test_a_custom_module_converts_with_parity(tmp_path):
     assert result.report.weights == "user module small"
 
 
-# -- one convert sequence: the CLI and the API choose the same parity images; a spec is checked once ----
+# -- one convert sequence: the CLI and the API choose the same parity images; a spec is validated once --
 
 class CalibratedOnnx(OnnxTarget):
     """The ONNX target, but its fp32 takes calibration images (and ignores them): the cheapest target on
@@ -76,15 +76,15 @@ class TwoPrecisionOnnx(OnnxTarget):
 
 
 @pytest.fixture
-def check_calls(monkeypatch):
-    """Every BaseTarget.check, counted by the precision of the spec it validated."""
+def validate_calls(monkeypatch):
+    """Every BaseTarget.validate, counted by the precision of the spec it validated."""
     calls = []
-    original = BaseTarget.check
+    original = BaseTarget.validate
 
     def counting(self, spec):
         calls.append(spec.precision)
         return original(self, spec)
-    monkeypatch.setattr(BaseTarget, "check", counting)
+    monkeypatch.setattr(BaseTarget, "validate", counting)
     return calls
 
 
@@ -96,7 +96,7 @@ def _photos(folder, count: int):
     return folder
 
 
-def test_the_cli_and_the_api_check_parity_on_the_same_images(tmp_path, monkeypatch, check_calls):
+def test_the_cli_and_the_api_check_parity_on_the_same_images(tmp_path, monkeypatch, validate_calls):
     """User weights (here random) with a calibration folder and no --data: the case where the CLI used to
     check parity on held-out real photos and the API on synthetic images only. Same arguments, same
     samples block: sources, counts and the digest of the image values."""
@@ -119,28 +119,28 @@ def test_the_cli_and_the_api_check_parity_on_the_same_images(tmp_path, monkeypat
     assert by_cli == by_api
     assert (by_api["synthetic"], by_api["real"]) == (8, 6)          # 10 photos, 4 went to calibration
     assert by_api["source"] == f"{calib}, disjoint from the calibration sample"
-    assert check_calls == [Precision.fp32, Precision.fp32]          # once in each run
+    assert validate_calls == [Precision.fp32, Precision.fp32]       # once in each run
 
 
-def test_a_spec_is_checked_once_per_file_and_never_skipped(tmp_path, check_calls):
+def test_a_spec_is_validated_once_per_file_and_never_skipped(tmp_path, validate_calls):
     prepared = prepare_module(toy_net(), 32, name="toy")
     target = TwoPrecisionOnnx()
     run = pipeline.convert_all(prepared, target, [prepared.spec(Precision.fp32), prepared.spec(Precision.fp16)],
                                tmp_path, check=False)
-    assert check_calls == [Precision.fp32, Precision.fp16]          # the sequence's, none inside target.convert
+    assert validate_calls == [Precision.fp32, Precision.fp16]       # the sequence's, none inside target.convert
     assert [r.artifact.path.name for r in run.results] == ["toy-fp32.two.onnx", "toy-fp16.two.onnx"]
-    check_calls.clear()
+    validate_calls.clear()
     target.convert(prepared.model, prepared.spec(Precision.fp16), tmp_path / "direct.onnx")
-    assert check_calls == [Precision.fp16]                           # an unchecked spec: checked there, once
-    check_calls.clear()
-    checked = target.check(prepared.spec(Precision.fp16))
-    target.convert(prepared.model, checked, tmp_path / "again.onnx")
-    assert check_calls == [Precision.fp16]                           # a checked one: taken as it is
+    assert validate_calls == [Precision.fp16]                        # a plain spec: validated there, once
+    validate_calls.clear()
+    valid = target.validate(prepared.spec(Precision.fp16))
+    target.convert(prepared.model, valid, tmp_path / "again.onnx")
+    assert validate_calls == [Precision.fp16]                        # a valid one: taken as it is
 
 
 def test_a_calibrating_precision_without_images_is_refused_by_convert(tmp_path):
     target = CalibratedOnnx()
     prepared = prepare_module(toy_net(), 32, name="toy")
     with pytest.raises(CalibrationRequiredError, match="--calib-data synthetic"):
-        target.convert(prepared.model, target.check(prepared.spec()), tmp_path / "x.onnx")
+        target.convert(prepared.model, target.validate(prepared.spec()), tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()

@@ -1,7 +1,7 @@
-"""The house rules, checked: layers point one way and no module imports itself back through others.
+"""The house rules, enforced: layers point one way and no module imports itself back through others.
 
-The core (`mobilevit_deploy`) never imports `converters` or `apps` (targets are plugins found through
-entry points); `converters` never imports `apps`; the CLI (`mobilevit_deploy/cli.py`) is the one
+The core (`mobilevit_deploy`) never imports `mvdeploy_targets` or `apps` (targets are plugins found
+through entry points); `mvdeploy_targets` never imports `apps`; the CLI (`mobilevit_deploy/cli.py`) is the one
 composition root allowed to reach every layer. Imports inside functions count too.
 """
 import ast
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("mobilevit_deploy", "converters", "apps")
+PACKAGES = ("mobilevit_deploy", "mvdeploy_targets", "apps")
 COMPOSITION_ROOT = "mobilevit_deploy.cli"
 # layer -> the top-level packages it may not import
-FORBIDDEN = {"mobilevit_deploy": {"converters", "apps"}, "converters": {"apps"}, "apps": set()}
+FORBIDDEN = {"mobilevit_deploy": {"mvdeploy_targets", "apps"}, "mvdeploy_targets": {"apps"}, "apps": set()}
 
 
 def _modules() -> dict[str, Path]:
@@ -114,16 +114,16 @@ def test_layers_point_one_way():
     assert _wrong_arrows(_graph()) == []
 
 
-def test_the_checker_sees_a_cycle_and_a_wrong_arrow():
-    """Negative control: the checks above fail on a graph that has what they forbid, and the
+def test_the_rules_see_a_cycle_and_a_wrong_arrow():
+    """Negative control: the rules above fail on a graph that has what they forbid, and the
     resolver really follows relative, absolute and in-function imports."""
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert _wrong_arrows({"mobilevit_deploy.pipeline": {"converters.onnx"}, "converters.onnx": {"apps.bundle"},
-                          COMPOSITION_ROOT: {"apps.bundle"}}) == [
-        "converters.onnx -> apps.bundle", "mobilevit_deploy.pipeline -> converters.onnx"]
+    assert _wrong_arrows({"mobilevit_deploy.pipeline": {"mvdeploy_targets.onnx"},
+                          "mvdeploy_targets.onnx": {"apps.bundle"}, COMPOSITION_ROOT: {"apps.bundle"}}) == [
+        "mobilevit_deploy.pipeline -> mvdeploy_targets.onnx", "mvdeploy_targets.onnx -> apps.bundle"]
     graph = _graph()
     assert "mobilevit_deploy.targets" in graph["mobilevit_deploy.pipeline"]          # relative
-    assert "mobilevit_deploy.targets" in graph["converters.onnx"]                    # absolute
+    assert "mobilevit_deploy.targets" in graph["mvdeploy_targets.onnx"]              # absolute
     assert "apps.bundle" in graph[COMPOSITION_ROOT]                                  # inside a function
 
 
@@ -133,9 +133,9 @@ def test_targets_come_from_entry_points():
 
 
 def test_import_and_help_stay_light():
-    """`import mobilevit_deploy` pulls in neither torch nor any converter toolchain."""
+    """`import mobilevit_deploy` pulls in neither torch nor any target or converter toolchain."""
     code = ("import sys, mobilevit_deploy as m; print(m.__version__); "
-            "print(sorted(k for k in ('torch', 'tensorflow', 'coremltools', 'onnx', 'converters') if k in sys.modules))")
+            "print(sorted(k for k in ('torch', 'tensorflow', 'coremltools', 'onnx', 'mvdeploy_targets') if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] and out[0] != "0+unknown"
     assert out[1] == "[]"

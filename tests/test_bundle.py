@@ -63,7 +63,7 @@ def test_fresh_bundle_verifies_and_holds_everything(platform, request):
     assert manifest["input"]["name"] in app_text and manifest["output"]["name"] in app_text
     for result in (verify(bundle.folder), verify(bundle.zip_path)):
         assert result.passed, result.failures
-        assert any("golden" in c for c in result.checked)
+        assert any("golden" in c for c in result.verified)
 
 
 @pytest.mark.parametrize("platform", ["android", "ios"])

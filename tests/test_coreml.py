@@ -15,16 +15,16 @@ import torch
 
 ct = pytest.importorskip("coremltools", reason="coremltools is not installed")
 
-from converters.coreml import TARGET  # noqa: E402
 from mobilevit_deploy.errors import (  # noqa: E402
     CalibrationRequiredError, ConversionError, OptionsError, TargetUnavailableError, UnknownNameError,
 )
-from mobilevit_deploy.formats.mlpackage import load_spec  # noqa: E402
+from mobilevit_deploy.formats.mlpackage import load_proto  # noqa: E402
 from mobilevit_deploy.mil import Interpreter, load_program  # noqa: E402
 from mobilevit_deploy.parity import compare, tolerance_for  # noqa: E402
 from mobilevit_deploy.runners.coreml import CoreMLRunner  # noqa: E402
 from mobilevit_deploy.spec import Calibration, ExportSpec, Layout, Precision, Preprocess  # noqa: E402
 from mobilevit_deploy.targets import Target, get_target  # noqa: E402
+from mvdeploy_targets.coreml import TARGET  # noqa: E402
 from toys import SIZE, convert, reference, toy_images, toy_net  # noqa: E402
 
 IMAGENET = Preprocess(resize=36, crop=SIZE, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -151,8 +151,8 @@ ANOTHER_PROCESS = """
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
-from converters.coreml import TARGET
 from mobilevit_deploy.spec import ExportSpec, Precision
+from mvdeploy_targets.coreml import TARGET
 from toys import SIZE, toy_net
 options = TARGET.options(ios=17, weight_threshold=int(sys.argv[3]))
 TARGET.convert(toy_net(), ExportSpec("toy", SIZE, Precision.fp16, options=options), Path(sys.argv[1]))
@@ -222,7 +222,7 @@ def test_metadata_round_trip(toy, tmp_path):
         "preprocessing": IMAGENET.to_dict(),
     }
     artifact = TARGET.convert(toy, spec_for(Precision.fp16, metadata=metadata), tmp_path / "toy.mlpackage")
-    saved = load_spec(artifact.path).description.metadata
+    saved = load_proto(artifact.path).description.metadata
     assert (saved.author, saved.license, saved.versionString, saved.shortDescription) == (
         "mvdeploy tests", "Apache-2.0", "1.2.3", "toy classifier")
     user = dict(saved.userDefined)
@@ -236,7 +236,7 @@ def test_metadata_round_trip(toy, tmp_path):
 def test_classifier_with_labels(toy, tmp_path):
     labels = [f"class_{i}" for i in range(10)]
     artifact = TARGET.convert(toy, spec_for(Precision.fp32, labels=labels), tmp_path / "toy.mlpackage")
-    description = load_spec(artifact.path).description
+    description = load_proto(artifact.path).description
     assert description.predictedFeatureName == "classLabel"
     assert [o.name for o in artifact.outputs][0] == "logits"
     x = toy_images(2)
@@ -272,7 +272,7 @@ def test_image_input_runs_and_matches(precision, toy, tmp_path):
     labels = [f"class_{i}" for i in range(10)]
     spec = spec_for(precision, image_input=True, preprocess=IMAGENET, labels=labels)
     artifact = TARGET.convert(toy, spec, tmp_path / "toy.mlpackage")
-    assert load_spec(artifact.path).description.input[0].type.WhichOneof("Type") == "imageType"
+    assert load_proto(artifact.path).description.input[0].type.WhichOneof("Type") == "imageType"
     assert artifact.inputs[0].dtype == "uint8" and artifact.inputs[0].shape == (1, 3, SIZE, SIZE)
     x = toy_images(2)                                               # canonical, normalized
     metrics = compare(reference(toy, x), run(artifact, x))
@@ -307,7 +307,7 @@ def test_apple_runtime_off_macos_is_a_clear_error(converted):
             pass
 
 
-def test_runner_checks_the_feed(converted):
+def test_runner_validates_the_feed(converted):
     from mobilevit_deploy.errors import ArtifactError
 
     with TARGET.runner(converted[Precision.fp32]) as runner, pytest.raises(ArtifactError, match="does not match"):

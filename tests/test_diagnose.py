@@ -93,7 +93,7 @@ def test_correct_outputs_pass(bundle, photo_bundle):
         result = verify(root, _device(root))
         assert result.passed, result.failures
         assert result.device.passed and not result.device.hypotheses        # nothing to diagnose
-        assert sum(line.startswith("device golden/") for line in result.checked) == 3
+        assert sum(line.startswith("device golden/") for line in result.verified) == 3
 
 
 @pytest.mark.parametrize("mistake", ["bgr", "0-255", "no-mean-std", "layout"])

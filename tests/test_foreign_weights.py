@@ -2,7 +2,7 @@
 their rename tables, compute the same logits, and fail strictly (missing / unexpected / shapes listed).
 
 The Hugging Face models are built from their config classes with random weights (no download). torchvision
-cannot be installed beside the CPU torch here, so its table is checked by a round trip through a state dict
+cannot be installed beside the CPU torch here, so its table is tested by a round trip through a state dict
 with torchvision's names and shapes, written from the table's inverse.
 """
 import json

@@ -184,7 +184,7 @@ def test_a_failing_conversion_never_replaces_a_good_file(run, tmp_path, onnx10):
     assert "failed" in result.stderr
 
 
-# -- verify: a bundle never points outside itself, and no zip is extracted unchecked -------------------
+# -- verify: a bundle never points outside itself, and no zip is extracted unverified ------------------
 
 def _zip(path: Path, entries: dict[str, bytes], **kw) -> Path:
     with zipfile.ZipFile(path, "w", **kw) as zf:

@@ -21,7 +21,7 @@ import pytest
 
 from mobilevit_deploy.errors import ConversionError, InvalidValueError
 from mobilevit_deploy.parity import parity_path
-from mobilevit_deploy.quantization.cells import Shipped, ship
+from mobilevit_deploy.quantization.cells import Parcel, pack
 from conftest import run_cli
 from mobilevit_deploy.quantization.schedule import shards
 from mobilevit_deploy.reports import headline_rows
@@ -124,16 +124,16 @@ def test_an_artifact_travels_as_bytes_or_through_a_store(tmp_path, kind):
         return ({"": p.read_bytes()} if p.is_file() else
                 {f.relative_to(p).as_posix(): f.read_bytes() for f in p.rglob("*") if f.is_file()})
 
-    as_bytes = ship(path, made, None)
+    as_bytes = pack(path, made, None)
     assert as_bytes.store is None and as_bytes.size_bytes == sum(map(len, contents(path).values()))
-    via_store = ship(path, made, tmp_path / "store")           # copied into the store, then by reference
+    via_store = pack(path, made, tmp_path / "store")           # copied into the store, then by reference
     assert via_store.files == () and (tmp_path / "store" / via_store.relpath).exists()
-    for shipped, out in ((as_bytes, tmp_path / "report-a"), (via_store, tmp_path / "report-b")):
-        placed = shipped.place(out)
+    for parcel, out in ((as_bytes, tmp_path / "report-a"), (via_store, tmp_path / "report-b")):
+        placed = parcel.place(out)
         assert placed == out / path.relative_to(made) and contents(placed) == contents(path)
         assert json.loads(parity_path(placed).read_text())["artifact"] == str(placed)   # names where it is now
     assert as_bytes.open(tmp_path / "scratch").name == path.name
-    assert Shipped("m.tflite", store=str(tmp_path / "store")).place(tmp_path / "store") == tmp_path / "store" / "m.tflite"
+    assert Parcel("m.tflite", store=str(tmp_path / "store")).place(tmp_path / "store") == tmp_path / "store" / "m.tflite"
 
 
 def test_a_failed_evaluation_shard_fails_its_cell_only(tmp_path, monkeypatch):
@@ -207,7 +207,7 @@ def test_help_and_an_in_process_report_never_import_ray_and_a_failed_cell_is_rep
     assert "## Failed" in (out / "report.md").read_text() and "ran on: in-process" in ran.stdout
 
 
-def test_ray_options_are_checked_before_any_work(tmp_path):
+def test_ray_options_are_validated_before_any_work(tmp_path):
     both = mvdeploy("report", "--workers", "2", "--out", tmp_path / "a", env={"RAY_ADDRESS": "127.0.0.1:1"})
     assert both.returncode == 1 and "pass one of them" in both.stderr          # RAY_ADDRESS counts as --ray-address
     store = mvdeploy("report", "--artifact-store", tmp_path / "s", "--out", tmp_path / "b")

@@ -9,7 +9,6 @@ import pytest
 import torch
 from toys import SIZE, toy_net
 
-from converters.onnx import OnnxTarget
 from mobilevit_deploy import pipeline
 from mobilevit_deploy.errors import ArtifactError, TargetUnavailableError
 from mobilevit_deploy.models import model_config
@@ -17,6 +16,7 @@ from mobilevit_deploy.parity import Tolerance
 from mobilevit_deploy.parity.compare import SQNR_CAP_DB
 from mobilevit_deploy.spec import ExportSpec, Precision
 from mobilevit_deploy.targets import BaseTarget, BrokenTarget, get_target, registry
+from mvdeploy_targets.onnx import OnnxTarget
 
 CORE = Path(__file__).resolve().parents[1] / "mobilevit_deploy"
 
@@ -93,7 +93,7 @@ def test_requirements_are_declared_and_the_reason_derived():
 
     assert Needy().unavailable_reason() == "needy target needs mvdeploy_no_such_module (not importable); run make install"
     with pytest.raises(TargetUnavailableError, match="mvdeploy_no_such_module"):
-        Needy().check(ExportSpec("toy", SIZE))
+        Needy().validate(ExportSpec("toy", SIZE))
     assert BaseTarget().unavailable_reason() is None                        # nothing required, nothing missing
 
 

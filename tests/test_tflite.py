@@ -19,7 +19,6 @@ from torch import nn
 for _module in ("ai_edge_litert", "litert_torch", "torchao"):
     pytest.importorskip(_module, reason=f"{_module} cannot be imported; the tflite target needs it")
 
-from converters.tflite import TARGET, litert_torch as litert_torch_backend  # noqa: E402
 from mobilevit_deploy.errors import (ArtifactError, CalibrationRequiredError, ConversionError,  # noqa: E402
                                      OptionsError, RunnerStateError)
 from mobilevit_deploy.formats.tflite import float_io, nchw_input, read_tflite  # noqa: E402
@@ -27,6 +26,7 @@ from mobilevit_deploy.parity import compare, tolerance_for  # noqa: E402
 from mobilevit_deploy.runners.litert import LiteRTRunner  # noqa: E402
 from mobilevit_deploy.spec import Calibration, ExportSpec, Layout, Precision  # noqa: E402
 from mobilevit_deploy.targets import Target, get_target  # noqa: E402
+from mvdeploy_targets.tflite import TARGET, litert_torch as litert_torch_backend  # noqa: E402
 
 SIZE = 64
 HAS_ONNX2TF = all(importlib.util.find_spec(m) for m in ("onnx2tf", "tensorflow", "onnx"))

@@ -32,11 +32,11 @@ def debug_file(path: Path, model: str, weights: Path | str | None = None, num_cl
                data: Path | None = None, write_files: bool = True) -> DebugReport:
     """Compare every mappable module of the fused PyTorch model (as exported) with the artifact's
     intermediate values; write <artifact>.debug.json and .debug.html beside it."""
-    from ..pipeline import check_fits, load_for_model, parity_inputs
+    from ..pipeline import load_for_model, parity_inputs, require_fit
 
     path = Path(path)
     target, artifact, prepared = load_for_model(path, model, weights, num_classes)
-    check_fits(artifact, prepared)
+    require_fit(artifact, prepared)
     inputs = parity_inputs(prepared, data, synthetic=SYNTHETIC_IMAGES, real=REAL_IMAGES)
     exported = fuse(prepared.model).model
     modules, reference = capture_torch(exported, inputs.images)

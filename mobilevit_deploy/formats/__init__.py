@@ -1,1 +1,2 @@
-"""One module per file format (tflite, mlpackage, onnx): read, describe, rewrite. Converters and runners both use them."""
+"""One module per file format (tflite, mlpackage, onnx, pte): read, describe, rewrite; flatbuffer.py holds
+what .tflite and .pte share. Targets and runners both use them."""

@@ -1,6 +1,7 @@
-"""The .mlpackage format: find its files, read its spec, describe it, and rewrite it reproducibly.
+"""The .mlpackage format: find its files, read its model protobuf (`load_proto`), describe it, and
+rewrite it reproducibly.
 
-Everything here reads the model spec protobuf alone (no weight blob), so describing a package stays
+Everything here reads the model protobuf alone (no weight blob), so describing a package stays
 cheap; the weights are read only by the reference interpreter (`mobilevit_deploy.mil`), which takes
 the files from here. coremltools is imported for its protobuf classes only, inside the functions.
 """
@@ -49,10 +50,10 @@ SUB_BYTE_BITS = {"int4": 4, "uint4": 4, "uint2": 2, "uint1": 1, "uint6": 6, "uin
 ARRAY_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32", 131080: "int8"}
 
 
-# ---------------------------------------------------------------- files and spec
+# ---------------------------------------------------------------- files and proto
 
 def model_files(package: Path) -> tuple[Path, Path]:
-    """(model spec file, weights directory) of a .mlpackage, found through its Manifest.json."""
+    """(model protobuf file, weights directory) of a .mlpackage, found through its Manifest.json."""
     package = Path(package)
     manifest_path = package / "Manifest.json"
     if not manifest_path.is_file():
@@ -62,23 +63,23 @@ def model_files(package: Path) -> tuple[Path, Path]:
         root = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"]
     except (ValueError, KeyError) as e:
         raise ArtifactError(f"{manifest_path}: unreadable manifest ({e})") from None
-    spec_path = package / "Data" / root
-    if not spec_path.is_file():
+    proto_path = package / "Data" / root
+    if not proto_path.is_file():
         raise ArtifactError(f"{package}: the manifest names {root}, which is missing")
-    return spec_path, spec_path.parent / "weights"
+    return proto_path, proto_path.parent / "weights"
 
 
-def load_spec(package: Path):
+def load_proto(package: Path):
     """The Model protobuf of a saved .mlpackage."""
     from coremltools.proto import Model_pb2
 
-    spec_path, _ = model_files(package)
-    spec = Model_pb2.Model()
+    proto_path, _ = model_files(package)
+    proto = Model_pb2.Model()
     try:
-        spec.ParseFromString(spec_path.read_bytes())
+        proto.ParseFromString(proto_path.read_bytes())
     except Exception as e:                       # protobuf's DecodeError has no stable import path
-        raise ArtifactError(f"{spec_path}: not a Core ML model spec ({e})") from None
-    return spec
+        raise ArtifactError(f"{proto_path}: not a Core ML model protobuf ({e})") from None
+    return proto
 
 
 # coremltools' own metadata that is not a function of the model
@@ -87,15 +88,15 @@ UNREPRODUCIBLE_METADATA = ("com.github.apple.coremltools.conversion_date",)
 
 def reproducible_package(package: Path) -> None:
     """Make a saved package a function of the model alone, so the same model gives byte-identical
-    packages in any process on any day (bundles are checksummed and compared): the spec rewritten
+    packages in any process on any day (bundles are checksummed and compared): the proto rewritten
     with protobuf's deterministic serialization (map entries in key order; coremltools writes them in
     hash order, which changes between processes), without the conversion date, and the manifest's
     random item identifiers replaced (`reproducible_manifest`)."""
-    spec_path, _ = model_files(package)
-    spec = load_spec(package)
+    proto_path, _ = model_files(package)
+    proto = load_proto(package)
     for key in UNREPRODUCIBLE_METADATA:
-        spec.description.metadata.userDefined.pop(key, None)
-    spec_path.write_bytes(spec.SerializeToString(deterministic=True))
+        proto.description.metadata.userDefined.pop(key, None)
+    proto_path.write_bytes(proto.SerializeToString(deterministic=True))
     reproducible_manifest(package)
 
 
@@ -124,18 +125,18 @@ def dtype_name(code: int) -> str:
     return DTYPES[name][0]
 
 
-def iter_ops(spec) -> Iterator:
+def iter_ops(proto) -> Iterator:
     """The operation protos of the ML Program's `main` function; none for another kind of model."""
-    if spec.WhichOneof("Type") != "mlProgram" or "main" not in spec.mlProgram.functions:
+    if proto.WhichOneof("Type") != "mlProgram" or "main" not in proto.mlProgram.functions:
         return iter(())
-    main = spec.mlProgram.functions["main"]
+    main = proto.mlProgram.functions["main"]
     return iter(main.block_specializations[main.opset].operations)
 
 
-def op_types(spec) -> dict[str, set[str]]:
+def op_types(proto) -> dict[str, set[str]]:
     """Op type -> the dtypes its outputs declare."""
     found: dict[str, set[str]] = {}
-    for op in iter_ops(spec):
+    for op in iter_ops(proto):
         dtypes = found.setdefault(op.type, set())
         for out in op.outputs:
             if out.type.WhichOneof("type") == "tensorType":
@@ -143,9 +144,9 @@ def op_types(spec) -> dict[str, set[str]]:
     return found
 
 
-def palette_bits(spec) -> set[int]:
+def palette_bits(proto) -> set[int]:
     """Bit widths of the palettized (constexpr_lut_to_dense) weights."""
-    ops = list(iter_ops(spec))
+    ops = list(iter_ops(proto))
     out_types = {out.name: out.type for op in ops for out in op.outputs}
     bits = set()
     for op in ops:
@@ -173,9 +174,9 @@ def _immediate_list(value) -> list:
     return [int(v) for v in getattr(tensor, which).values] if which else []
 
 
-def classifier_labels(spec) -> list | None:
+def classifier_labels(proto) -> list | None:
     """The class labels of a classifier ML Program (the `classes` of its classify op), else None."""
-    ops = list(iter_ops(spec))
+    ops = list(iter_ops(proto))
     producers = {out.name: op for op in ops for out in op.outputs}
     for op in ops:
         if op.type != "classify":
@@ -205,16 +206,16 @@ def _feature_spec(feature, labels: list | None) -> TensorSpec:
     return TensorSpec(feature.name, (), kind or "unknown")
 
 
-def describe_inputs(spec) -> tuple[TensorSpec, ...]:
-    return tuple(_feature_spec(f, None) for f in spec.description.input)
+def describe_inputs(proto) -> tuple[TensorSpec, ...]:
+    return tuple(_feature_spec(f, None) for f in proto.description.input)
 
 
-def describe_outputs(spec) -> tuple[TensorSpec, ...]:
+def describe_outputs(proto) -> tuple[TensorSpec, ...]:
     """Float outputs first (what runners return), then a classifier's probabilities; labels dropped."""
-    labels = classifier_labels(spec)
-    described = [_feature_spec(f, labels) for f in spec.description.output]
-    arrays = [d for d, f in zip(described, spec.description.output) if f.type.WhichOneof("Type") == "multiArrayType"]
-    dicts = [d for d, f in zip(described, spec.description.output) if f.type.WhichOneof("Type") == "dictionaryType"]
+    labels = classifier_labels(proto)
+    described = [_feature_spec(f, labels) for f in proto.description.output]
+    arrays = [d for d, f in zip(described, proto.description.output) if f.type.WhichOneof("Type") == "multiArrayType"]
+    dicts = [d for d, f in zip(described, proto.description.output) if f.type.WhichOneof("Type") == "dictionaryType"]
     if not arrays and not dicts:
         raise ArtifactError("the model has no tensor or probability output")
     return tuple(arrays + dicts)
@@ -227,14 +228,14 @@ def is_image_input(feature) -> bool:
 
 # ---------------------------------------------------------------- metadata mvdeploy writes
 
-def stored_metadata(spec) -> dict[str, str]:
+def stored_metadata(proto) -> dict[str, str]:
     """The user_defined_metadata of a package (mvdeploy's own keys start with META_PREFIX)."""
-    return dict(spec.description.metadata.userDefined)
+    return dict(proto.description.metadata.userDefined)
 
 
-def stored_preprocess(spec, size: int) -> Preprocess | None:
+def stored_preprocess(proto, size: int) -> Preprocess | None:
     """The preprocessing mvdeploy stored for an image input (PREPROCESS_KEY), or None."""
-    metadata = stored_metadata(spec)
+    metadata = stored_metadata(proto)
     return Preprocess.from_dict(json.loads(metadata[PREPROCESS_KEY]), size) if PREPROCESS_KEY in metadata else None
 
 
@@ -250,22 +251,22 @@ PRECISION_RULES: tuple[tuple[Callable[[dict], bool], Precision], ...] = (
 )
 
 
-def infer_precision(spec) -> Precision:
+def infer_precision(proto) -> Precision:
     """The precision of a package mvdeploy did not write, from the ops and dtypes it declares.
 
     Palettes of other bit widths (1, 2, 3, 8) have no Precision of their own; such a package
     reports fp16 weights-wise and the first rule that fits.
     """
-    ops = op_types(spec)
+    ops = op_types(proto)
     facts = {"ops": set(ops), "dtypes": set().union(*ops.values()) if ops else set(),
-             "palette_bits": palette_bits(spec)}
+             "palette_bits": palette_bits(proto)}
     for rule, precision in PRECISION_RULES:
         if rule(facts):
             return precision
     return Precision.fp32
 
 
-def written_precision(spec) -> Precision:
+def written_precision(proto) -> Precision:
     """The precision mvdeploy wrote into the package's metadata, else the one its ops suggest."""
-    written = stored_metadata(spec).get(PRECISION_KEY)
-    return Precision(written) if written in {p.value for p in Precision} else infer_precision(spec)
+    written = stored_metadata(proto).get(PRECISION_KEY)
+    return Precision(written) if written in {p.value for p in Precision} else infer_precision(proto)

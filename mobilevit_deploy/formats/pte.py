@@ -131,7 +131,7 @@ class _Table:
 def _facts(data: bytes) -> PteFacts:
     buf = bytearray(data)
     program = _Table.root(buf)
-    _check_segments(data, program)
+    _validate_segments(data, program)
     plans = program.tables(1)                                          # Program.execution_plan
     methods = tuple(p.string(0) for p in plans)
     if METHOD not in methods:
@@ -139,7 +139,7 @@ def _facts(data: bytes) -> PteFacts:
     plan = plans[methods.index(METHOD)]
     values = plan.tables(2)                                            # ExecutionPlan.values
 
-    def spec(position: int, index: int, is_input: bool) -> TensorSpec:
+    def tensor_spec(position: int, index: int, is_input: bool) -> TensorSpec:
         name = f"{'input' if is_input else 'output'}_{position}"
         tag, value = values[index].union(0)                            # EValue.val
         if tag != TENSOR or value is None:
@@ -148,8 +148,8 @@ def _facts(data: bytes) -> PteFacts:
         dtype = SCALAR_TYPES.get(value.scalar(0, "b"), f"scalar_type_{value.scalar(0, 'b')}")
         return TensorSpec(name, shape, dtype, guess_layout(shape) if is_input else None)
 
-    inputs = tuple(spec(n, i, True) for n, i in enumerate(plan.scalars(3, "i")))
-    outputs = tuple(spec(n, i, False) for n, i in enumerate(plan.scalars(4, "i")))
+    inputs = tuple(tensor_spec(n, i, True) for n, i in enumerate(plan.scalars(3, "i")))
+    outputs = tuple(tensor_spec(n, i, False) for n, i in enumerate(plan.scalars(4, "i")))
     operators = [op.string(0) for op in plan.tables(6)]                # Operator.name (overload left out)
     delegates = plan.tables(7)                                         # ExecutionPlan.delegates
     kernels, calls = Counter(), Counter()
@@ -169,7 +169,7 @@ def _facts(data: bytes) -> PteFacts:
     return PteFacts(inputs, outputs, methods, kernels, calls, nodes, frozenset(types))
 
 
-def _check_segments(data: bytes, program: _Table) -> None:
+def _validate_segments(data: bytes, program: _Table) -> None:
     """The program and every data segment (weights, delegate payloads) must lie inside the file."""
     if data[8:12] != b"eh00":
         return                                                         # no segments: all inline

@@ -88,7 +88,7 @@ def _facts(model, schema) -> TfliteFacts:
         tensor = graph.Tensors(t)
         (weights if is_constant(tensor) else activations).add(type_names.get(tensor.Type(), str(tensor.Type())))
 
-    def spec(index: int, is_input: bool) -> TensorSpec:
+    def tensor_spec(index: int, is_input: bool) -> TensorSpec:
         tensor = graph.Tensors(index)
         shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
         dtype = type_names.get(tensor.Type(), str(tensor.Type())).lower()
@@ -100,8 +100,8 @@ def _facts(model, schema) -> TfliteFacts:
         name = tensor.Name().decode("utf-8", "replace") if tensor.Name() else f"tensor_{index}"
         return TensorSpec(name, shape, dtype, layout, scale, zero_point)
 
-    inputs = tuple(spec(int(i), True) for i in graph.InputsAsNumpy()) if graph.InputsLength() else ()
-    outputs = tuple(spec(int(i), False) for i in graph.OutputsAsNumpy()) if graph.OutputsLength() else ()
+    inputs = tuple(tensor_spec(int(i), True) for i in graph.InputsAsNumpy()) if graph.InputsLength() else ()
+    outputs = tuple(tensor_spec(int(i), False) for i in graph.OutputsAsNumpy()) if graph.OutputsLength() else ()
     return TfliteFacts(inputs, outputs, ops, frozenset(custom), frozenset(weights), frozenset(activations))
 
 

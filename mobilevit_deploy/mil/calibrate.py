@@ -16,7 +16,7 @@ import numpy as np
 
 from .interpreter import Interpreter
 
-IOS_SPEC_VERSION = {16: 7, 17: 8, 18: 9}
+IOS_PROTO_VERSION = {16: 7, 17: 8, 18: 9}     # minimum iOS -> the model protobuf's specificationVersion
 
 
 def activation_ranges(interpreter: Interpreter, batches, feed: Callable[[np.ndarray], np.ndarray]) -> dict[str, dict]:
@@ -77,5 +77,5 @@ def quantize_activations(mlmodel, calibration, feed: Callable[[np.ndarray], np.n
         graph_pass.set_options([PassOption("activation_stats", ranges)])
         passes.append(graph_pass)
     passes.append(PASS_REGISTRY["common::dequantize_quantize_pair_elimination"])
-    return model_utils._apply_graph_pass(mlmodel, passes, spec_version=IOS_SPEC_VERSION[ios],
+    return model_utils._apply_graph_pass(mlmodel, passes, spec_version=IOS_PROTO_VERSION[ios],
                                          pymil_load_func=milproto_load.load, skip_model_load=True)

@@ -42,7 +42,7 @@ def _widen(value):
     return value.astype(np.float32) if isinstance(value, np.ndarray) and value.dtype == np.float16 else value
 
 
-def _check_shape(op: Op, name: str, value, vtype: ValueType) -> None:
+def _validate_shape(op: Op, name: str, value, vtype: ValueType) -> None:
     if vtype.kind != "tensor" or vtype.shape is None or not isinstance(value, np.ndarray):
         return
     declared = vtype.shape
@@ -119,7 +119,7 @@ class Interpreter:
             raise ArtifactError(f"op {op.name} ({op.type}) produced {len(results)} outputs, the program declares {len(op.outputs)}")
         for var, value in zip(op.outputs, results):
             value = round_to(value, var.type)
-            _check_shape(op, var.name, value, var.type)
+            _validate_shape(op, var.name, value, var.type)
             env[var.name] = value
 
     def run(self, inputs: dict[str, np.ndarray], keep: Iterable[str] | str | None = None) -> dict[str, object]:
@@ -138,7 +138,7 @@ class Interpreter:
             if var.name not in inputs:
                 raise ArtifactError(f"missing input '{var.name}' (the program takes {', '.join(self.input_names)})")
             value = round_to(np.asarray(inputs[var.name]), var.type)
-            _check_shape(Op("input", var.name, {}, (var,)), var.name, value, var.type)
+            _validate_shape(Op("input", var.name, {}, (var,)), var.name, value, var.type)
             env[var.name] = value
         kept: dict[str, object] = {name: env[name] for name in keep_names if name in env}
         protected = set(self.program.outputs)

@@ -1,6 +1,6 @@
 """An ML Program read back from a saved .mlpackage, as plain Python objects.
 
-Only the saved files are read: the model spec protobuf (found and parsed by
+Only the saved files are read: the model protobuf (found and parsed by
 `mobilevit_deploy.formats.mlpackage`) and the weight blob(s). Nothing is taken from the converter's
 in-memory program, so what the interpreter runs is exactly what was written to disk.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError
-from ..formats.mlpackage import DTYPES, SUB_BYTE_BITS, dtype_name, load_spec, model_files
+from ..formats.mlpackage import DTYPES, SUB_BYTE_BITS, dtype_name, load_proto, model_files
 from .blob import BlobFile, unpack_bits
 
 NUMPY_BY_NAME = {short: np_dtype for short, np_dtype in DTYPES.values() if np_dtype is not None}
@@ -66,10 +66,10 @@ class Op:
 
 @dataclass
 class Program:
-    """The `main` function of an ML Program and the spec around it."""
+    """The `main` function of an ML Program and the model protobuf around it."""
 
     path: Path
-    spec: object                             # coremltools.proto.Model_pb2.Model
+    proto: object                            # coremltools.proto.Model_pb2.Model
     opset: str                               # "CoreML7" for iOS 17, ...
     inputs: tuple[Var, ...]
     outputs: tuple[str, ...]
@@ -150,11 +150,11 @@ def _shaped(flat: np.ndarray, vtype: ValueType, where: str) -> np.ndarray:
 def load_program(package: Path) -> Program:
     """Read the `main` function of the ML Program saved at `package`, with every constant materialized."""
     package = Path(package)
-    spec = load_spec(package)
-    if spec.WhichOneof("Type") != "mlProgram":
-        raise ArtifactError(f"{package}: a Core ML '{spec.WhichOneof('Type')}' model, not an ML Program")
+    proto = load_proto(package)
+    if proto.WhichOneof("Type") != "mlProgram":
+        raise ArtifactError(f"{package}: a Core ML '{proto.WhichOneof('Type')}' model, not an ML Program")
     _, weights_dir = model_files(package)
-    functions = spec.mlProgram.functions
+    functions = proto.mlProgram.functions
     if "main" not in functions:
         raise ArtifactError(f"{package}: the ML Program has no 'main' function (has: {', '.join(functions)})")
     main = functions["main"]
@@ -162,7 +162,7 @@ def load_program(package: Path) -> Program:
     reader = _ValueReader(weights_dir)
     ops = [_op(op, reader) for op in block.operations]
     inputs = tuple(Var(v.name, _value_type(v.type)) for v in main.inputs)
-    return Program(package, spec, main.opset, inputs, tuple(block.outputs), ops)
+    return Program(package, proto, main.opset, inputs, tuple(block.outputs), ops)
 
 
 def _op(proto, reader: _ValueReader) -> Op:

@@ -12,7 +12,7 @@ from .swin import VARIANTS as SWIN_VARIANTS, SwinConfig, SwinTransformer
 
 ModelConfig = MobileViTConfig | MobileViTV2Config | SwinConfig
 """Every config has: name, family, default_image_size, preprocess (Preprocess), size_multiple and
-check_image_size(size), which raises InputSizeError for a side the model cannot take."""
+validate_image_size(size), which raises InputSizeError for a side the model cannot take."""
 
 MODELS: dict[str, ModelConfig] = {**MOBILEVIT_VARIANTS, **MOBILEVITV2_VARIANTS, **SWIN_VARIANTS}
 
@@ -38,7 +38,7 @@ def create_model(name: str, num_classes: int = 1000, image_size: int | None = No
                  trained_size: int | None = None) -> nn.Module:
     """A randomly initialized model in eval mode; the same arguments always give the same weights.
 
-    `image_size` (default: the config's) is checked up front (InputSizeError). The model carries
+    `image_size` (default: the config's) is validated up front (InputSizeError). The model carries
     `.cfg`, `.name` and `.image_size`. The init draws only from a generator seeded with `seed`, so
     the global torch RNG is left as it was. `trained_size`: the side the weights about to be loaded
     were trained at; a Swin built at another side gets windows that follow the side
@@ -47,7 +47,7 @@ def create_model(name: str, num_classes: int = 1000, image_size: int | None = No
     """
     cfg = model_config(name)
     size = cfg.default_image_size if image_size is None else image_size
-    cfg.check_image_size(size)
+    cfg.validate_image_size(size)
     if size > MAX_IMAGE_SIZE:
         raise InputSizeError(f"{name}: image size {size} is larger than mvdeploy supports ({MAX_IMAGE_SIZE}); "
                              "phones run these models at 64-512")

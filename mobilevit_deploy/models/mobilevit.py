@@ -149,11 +149,11 @@ class MobileViTBlock(nn.Module):
 # Model
 # ---------------------------------------------------------------------------------------------------
 
-def check_input_shape(cfg: MobileViTConfig, x: Tensor) -> None:
+def validate_input_shape(cfg: MobileViTConfig, x: Tensor) -> None:
     """Refuse, with one readable line, an input the patch grid cannot take."""
     if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
         raise InputSizeError(f"{cfg.name} takes [B, 3, S, S] images; got shape {list(x.shape)}")
-    cfg.check_image_size(int(x.shape[2]))
+    cfg.validate_image_size(int(x.shape[2]))
 
 
 def build_stages(in_channels: int, stages: tuple, transformer) -> tuple[nn.Sequential, int]:
@@ -179,7 +179,7 @@ class MobileViT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.image_size = cfg.default_image_size if image_size is None else image_size
-        cfg.check_image_size(self.image_size)
+        cfg.validate_image_size(self.image_size)
 
         self.stem = ConvNormAct(3, cfg.stem_channels, 3, stride=2)
         self.stages, chs = build_stages(cfg.stem_channels, cfg.stages, lambda c, stage: MobileViTBlock(
@@ -192,7 +192,7 @@ class MobileViT(nn.Module):
         return self.cfg.name
 
     def forward(self, x: Tensor) -> Tensor:                             # [B, 3, S, S]
-        check_input_shape(self.cfg, x)
+        validate_input_shape(self.cfg, x)
         x = self.stem(x)                                                # [B, C0, S/2, S/2]
         x = self.stages(x)                                              # [B, C4, S/32, S/32]
         x = self.final_conv(x)                                          # [B, F, S/32, S/32]
@@ -243,7 +243,7 @@ class PatchGridSizes:
         """The last MobileViT block needs at least one 2x2 patch: twice the total stride."""
         return self.size_multiple * self.patch_size
 
-    def check_image_size(self, size: int) -> None:
+    def validate_image_size(self, size: int) -> None:
         """Raise InputSizeError unless `size` (the side of a square image) fits the stages.
 
         Sides that leave a MobileViT block a map not divisible by the patch size (96, 224, ...) are

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from ..spec import Preprocess
 from .layers import ClassifierHead, ConvNormAct, TokenConv
-from .mobilevit import PatchGridSizes, StageConfig, build_stages, check_input_shape, make_divisible
+from .mobilevit import PatchGridSizes, StageConfig, build_stages, make_divisible, validate_input_shape
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ class MobileViTV2(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.image_size = cfg.default_image_size if image_size is None else image_size
-        cfg.check_image_size(self.image_size)
+        cfg.validate_image_size(self.image_size)
 
         self.stem = ConvNormAct(3, cfg.stem_channels, 3, stride=2)
         self.stages, chs = build_stages(cfg.stem_channels, cfg.stages, lambda c, stage: MobileViTV2Block(
@@ -193,7 +193,7 @@ class MobileViTV2(nn.Module):
         return self.cfg.name
 
     def forward(self, x: Tensor) -> Tensor:                             # [B, 3, S, S]
-        check_input_shape(self.cfg, x)
+        validate_input_shape(self.cfg, x)
         x = self.stem(x)                                                # [B, C0, S/2, S/2]
         x = self.stages(x)                                              # [B, C4, S/32, S/32]
         x = x.mean(dim=(2, 3))                                          # [B, C4]

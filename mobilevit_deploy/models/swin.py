@@ -280,7 +280,7 @@ class SwinTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.image_size = cfg.default_image_size if image_size is None else image_size
-        cfg.check_image_size(self.image_size)
+        cfg.validate_image_size(self.image_size)
         self.window_size = cfg.window_size if window_size is None else window_size
 
         dims = [cfg.embed_dim * 2 ** i for i in range(len(cfg.depths))]
@@ -301,13 +301,13 @@ class SwinTransformer(nn.Module):
         return self.cfg.name
 
     def forward(self, x: Tensor) -> Tensor:                             # [B, 3, S, S]
-        self.check_input_shape(x)
+        self.validate_input_shape(x)
         x = self.patch_embed(x)                                         # [B, S/4, S/4, C]
         x = self.layers(x)                                              # [B, S/32, S/32, 8C]
         x = self.norm(x).mean(dim=(1, 2))                               # [B, 8C]
         return self.head(x)                                             # [B, num_classes]
 
-    def check_input_shape(self, x: Tensor) -> None:
+    def validate_input_shape(self, x: Tensor) -> None:
         """Refuse, with one readable line, an input other than the size the masks were built for."""
         expected = [3, self.image_size, self.image_size]
         if x.dim() != 4 or list(x.shape[1:]) != expected:
@@ -354,7 +354,7 @@ class SwinConfig:
         at 384 with 12). Used when weights trained at one side run at another."""
         return max(1, round(self.window_size * image_size / self.default_image_size))
 
-    def check_image_size(self, size: int) -> None:
+    def validate_image_size(self, size: int) -> None:
         """Raise InputSizeError unless `size` (the side of a square image) tiles into patches and merges."""
         multiple = self.size_multiple
         if isinstance(size, bool) or not isinstance(size, int) or size < multiple or size % multiple:

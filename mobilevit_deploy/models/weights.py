@@ -1,6 +1,6 @@
 """Checkpoints: safetensors or a plain state dict (weights_only), read through the rename table of the
 source that wrote them (timm's names are ours; Hugging Face and torchvision are translated, see
-`sources/`), then one strict check that lists missing keys, unexpected keys and shape mismatches.
+`sources/`), then one strict match that lists missing keys, unexpected keys and shape mismatches.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Calibration as every converter runs it: batches checked against the export size, counted for the
-notes, and pushed through a PT2E-prepared graph that is batch-dynamic where the model exports that way
-(whole batches at once: about 3x faster than one image at a time)."""
+"""Calibration as every converter runs it: batches validated against the export size, counted for the
+notes, and pushed through a PT2E observed graph (what `prepare_pt2e` returns: observers in place) that
+is batch-dynamic where the model exports that way (whole batches at once: about 3x faster than one
+image at a time)."""
 from __future__ import annotations
 
 import torch
@@ -11,7 +12,7 @@ from ..spec import Calibration
 EXPORT_BATCH = 2       # the batch the calibration graph is exported at (the batch dim is dynamic)
 
 
-def check_batch(batch: torch.Tensor, image_size: int) -> None:
+def validate_batch(batch: torch.Tensor, image_size: int) -> None:
     """A calibration batch must be [B, 3, S, S] at the export size S (the canonical layout, whatever the file's)."""
     expected = (3, image_size, image_size)
     if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
@@ -43,17 +44,17 @@ def calibration_graph(module: torch.nn.Module, example: tuple,
         return transform(torch.export.export(module, example)).module(), False
 
 
-def observe(prepared: torch.nn.Module, calibration: Calibration, image_size: int, batched: bool,
+def observe(observed: torch.nn.Module, calibration: Calibration, image_size: int, batched: bool,
             nhwc: bool = False) -> int:
-    """Run every calibration batch through a PT2E-prepared graph; -> images seen (raises when none)."""
+    """Run every calibration batch through a PT2E observed graph; -> images seen (raises when none)."""
     seen = 0
     with torch.no_grad():
         for batch in calibration.batches:
-            check_batch(batch, image_size)
+            validate_batch(batch, image_size)
             batch = batch.float()
             batch = batch.permute(0, 2, 3, 1) if nhwc else batch
             for chunk in ((batch,) if batched else batch.split(1)):
-                prepared(chunk)
+                observed(chunk)
             seen += len(batch)
     if seen == 0:
         raise no_images()

@@ -3,8 +3,9 @@
 over one shard of the evaluation images, analyse int8 layer by layer.
 
 And how an artifact travels between the process that converted it, the processes that evaluate it and
-the driver that writes the report: as bytes (nothing assumes a shared disk), or through a folder that
-all of them reach (`--artifact-store DIR`, or the report's own folder when everything runs here).
+the driver that writes the report: as a `Parcel` (`pack` makes one) holding its bytes (nothing assumes a
+shared disk), or its place in a folder that all of them reach (`--artifact-store DIR`, or the report's
+own folder when everything runs here).
 """
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ def torch_threads(count: int):
 
 
 @dataclass(frozen=True)
-class Shipped:
-    """An artifact (a file, or a folder such as .mlpackage) with its parity report, on its way."""
+class Parcel:
+    """An artifact (a file, or a folder such as .mlpackage) with its parity report, on its way between
+    processes (`pack` makes one)."""
 
     relpath: str                               # under its folder: "m-int8.tflite", or "failed/m-int8.tflite"
     files: tuple[tuple[str, bytes], ...] = ()  # (path inside the artifact, "" for a single file; its bytes)
@@ -88,7 +90,7 @@ class Shipped:
         return final
 
 
-def ship(path: Path, folder: Path, store: Path | None) -> Shipped:
+def pack(path: Path, folder: Path, store: Path | None) -> Parcel:
     """`path` (under `folder`) ready to travel: by reference when `store` is `folder` or a copy lands
     in `store`, else as bytes."""
     path, folder = Path(path), Path(folder)
@@ -98,19 +100,19 @@ def ship(path: Path, folder: Path, store: Path | None) -> Shipped:
     if store is None:
         files = (tuple((p.relative_to(path).as_posix(), p.read_bytes()) for p in sorted(path.rglob("*")) if p.is_file())
                  if path.is_dir() else (("", path.read_bytes()),))
-        return Shipped(relpath, files, None, parity_json)
+        return Parcel(relpath, files, None, parity_json)
     store = Path(store)
     if store.resolve() != folder.resolve():
-        Shipped(relpath, (), str(folder), parity_json).place(store)
-    return Shipped(relpath, (), str(store), parity_json)
+        Parcel(relpath, (), str(folder), parity_json).place(store)
+    return Parcel(relpath, (), str(store), parity_json)
 
 
 @dataclass(frozen=True)
 class CellResult:
     """A converted (or reused) artifact of one cell: where it is, what it is, what its parity check said."""
 
-    artifact: Artifact              # its path is the converter's; `shipped` says where to find the file
-    shipped: Shipped
+    artifact: Artifact              # its path is the converter's; `parcel` says where to find the file
+    parcel: Parcel
     parity_passed: bool | None
     notes: tuple[str, ...]
 
@@ -128,10 +130,10 @@ def convert_cell(prepared, target_name: str, precision: Precision, calibration: 
     with tempfile.TemporaryDirectory(prefix="mvdeploy-cell-") as scratch, torch_threads(QUANTIZATION_THREADS):
         result = convert_all(prepared, target, [prepared.spec(precision)], Path(scratch), inputs=parity,
                              calibration=calibration).results[0]
-        shipped = ship(result.artifact.path, Path(scratch), None if store is None else Path(store))
+        parcel = pack(result.artifact.path, Path(scratch), None if store is None else Path(store))
     passed = result.report.passed if result.report is not None else None
     notes = tuple(result.report.notes) if result.report is not None else tuple(result.artifact.notes)
-    return CellResult(result.artifact, shipped, passed, notes)
+    return CellResult(result.artifact, parcel, passed, notes)
 
 
 def reusable(path: Path, weights: str) -> bool:
@@ -149,7 +151,7 @@ def reused_cell(path: Path, target_name: str, precision: Precision, folder: Path
 
     artifact = get_target(target_name).load(path, precision)
     facts = json.loads(parity_path(path).read_text())
-    return CellResult(artifact, ship(path, folder, store), facts["passed"], tuple(facts.get("notes", [])))
+    return CellResult(artifact, pack(path, folder, store), facts["passed"], tuple(facts.get("notes", [])))
 
 
 def evaluate_shard(cell: CellResult, images: np.ndarray, threads: int | None) -> np.ndarray:
@@ -160,7 +162,7 @@ def evaluate_shard(cell: CellResult, images: np.ndarray, threads: int | None) ->
     target = get_target(cell.artifact.target)
     engine = {} if threads is None else {"num_threads": threads}
     with tempfile.TemporaryDirectory(prefix="mvdeploy-shard-") as scratch:
-        artifact = replace(cell.artifact, path=cell.shipped.open(Path(scratch)))
+        artifact = replace(cell.artifact, path=cell.parcel.open(Path(scratch)))
         with target.runner(artifact, **engine) as runner:
             return runner.infer(images)
 

@@ -1,8 +1,7 @@
-"""The evaluation images, and what one artifact measures on them: size, latency, accuracy, agreement
-with PyTorch."""
+"""The evaluation images, and what one artifact measures on them: size, accuracy, agreement with
+PyTorch (its latency: `latency.py`)."""
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,13 +53,6 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float | None:
     if len(labels) == 0 or np.any(labels < 0):
         return None
     return float(np.mean(np.argmax(logits, axis=1) == labels))
-
-
-def time_runner(runner, image: np.ndarray, repeats: int, warmup: int = 3) -> tuple[float, float]:
-    """(median, p90) milliseconds of single-image inference, timed by the runner itself (LiteRT inside
-    its worker, so a process round trip is not counted)."""
-    times = runner.time_inference(image, repeats, warmup)
-    return statistics.median(times), float(np.percentile(times, 90))
 
 
 def evaluate_logits(logits: np.ndarray, labels: np.ndarray, reference: np.ndarray,

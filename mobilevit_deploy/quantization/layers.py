@@ -50,11 +50,11 @@ def quantize_graph(model: nn.Module, example: Tensor, calibration: list[Tensor],
     calibrated on images."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
+    observed = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
     with torch.no_grad():
         for image in calibration:
-            prepared(image.unsqueeze(0))
-    return convert_pt2e(prepared, fold_quantize=False)
+            observed(image.unsqueeze(0))
+    return convert_pt2e(observed, fold_quantize=False)
 
 
 def _module_of(node: fx.Node) -> str | None:

@@ -1,4 +1,4 @@
-"""What a quantization report is asked to measure, checked before any work.
+"""What a quantization report is asked to measure, validated before any work.
 
 `ReportRequest` holds the choices as a user gives them (names as comma-separated text or lists, the
 CLI's flags one for one) with the report's defaults; `plan_report` turns it into a `ReportPlan` or
@@ -60,10 +60,10 @@ def _names(value: Names) -> list[str]:
 
 
 def plan_report(request: ReportRequest) -> ReportPlan:
-    """The request checked, before any model is built or any file written."""
-    from ..calibration import check_disjoint
+    """The request validated, before any model is built or any file written."""
+    from ..calibration import require_disjoint
     from ..errors import InvalidValueError, TargetUnavailableError, at_least
-    from ..outputs import check_folder
+    from ..outputs import require_writable_folder
     from ..spec import parse_precisions
     from ..targets import get_target
 
@@ -79,10 +79,10 @@ def plan_report(request: ReportRequest) -> ReportPlan:
         if r.workers is None and not r.ray_address:
             raise InvalidValueError("--artifact-store is where Ray workers put the files they convert: "
                                     "pass it with --workers N or --ray-address")
-        check_folder(Path(r.artifact_store), "--artifact-store")
+        require_writable_folder(Path(r.artifact_store), "--artifact-store")
     if not models or not targets:
         raise InvalidValueError("nothing to report: name at least one model and one target")
-    check_folder(Path(r.out))
+    require_writable_folder(Path(r.out))
     for name in targets:
         reason = get_target(name).unavailable_reason()
         if reason:
@@ -92,5 +92,5 @@ def plan_report(request: ReportRequest) -> ReportPlan:
     if not pairs:
         raise InvalidValueError(f"nothing to report: none of the targets {', '.join(targets)} takes "
                                 f"{', '.join(p.value for p in precisions)}")
-    check_disjoint(r.calib_data, r.eval_data)
+    require_disjoint(r.calib_data, r.eval_data)
     return ReportPlan(r, models, targets, precisions, pairs)

@@ -1,5 +1,5 @@
 """A quantization report from end to end, for the CLI and the Python API alike: the request planned
-(checked before any work, `request.py`), the models prepared, every cell measured on the executor the
+(validated before any work, `request.py`), the models prepared, every cell measured on the executor the
 request names (`schedule.py`, `mobilevit_deploy/scale.py`), the report written as JSON, Markdown and
 HTML (`mobilevit_deploy/reports.py`)."""
 from __future__ import annotations

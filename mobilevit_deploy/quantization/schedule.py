@@ -1,7 +1,7 @@
 """How a report's work is scheduled: every (model, target, precision) cell converted (or reused), every
 artifact and the PyTorch reference evaluated shard by shard, the int8 per-layer analysis, all as tasks
 of one executor (`mobilevit_deploy/scale.py`); then the figures, with latency timed here one variant
-after the other (`timing.py`). The report's data is `report.py`; rendering is `mobilevit_deploy.reports`."""
+after the other (`latency.py`). The report's data is `report.py`; rendering is `mobilevit_deploy.reports`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -21,7 +21,7 @@ from .cells import CellResult, analyze_layers, convert_cell, evaluate_shard, ref
 from .evaluate import VariantResult, accuracy, evaluate_logits, evaluation_images
 from .report import ModelReport
 from .request import DEFAULT_REPEATS, DEFAULT_SHARD_SIZE
-from .timing import time_artifact, time_reference
+from .latency import time_artifact, time_reference
 
 
 def shards(count: int, size: int) -> list[tuple[int, int]]:
@@ -89,7 +89,7 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
     shards(0, shard_size)                                  # refuse a bad size before any work
     executor = executor or InProcessExecutor()
     local = isinstance(executor, InProcessExecutor)
-    jobs = [_prepare_job(p, out, targets, precisions, eval_data, calib_data, calib_samples, eval_limit)
+    jobs = [_new_job(p, out, targets, precisions, eval_data, calib_data, calib_samples, eval_limit)
             for p, out in models]
     tasks: list[tuple[object, Callable]] = []              # (handle, what to do with its outcome)
 
@@ -146,7 +146,7 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
     return [job.report for job in jobs]
 
 
-def _prepare_job(prepared: PreparedModel, out_dir: Path, targets, precisions, eval_data, calib_data,
+def _new_job(prepared: PreparedModel, out_dir: Path, targets, precisions, eval_data, calib_data,
                  calib_samples, eval_limit) -> _Job:
     evaluation = evaluation_images(prepared, eval_data, eval_limit)
     report = ModelReport(prepared.name, prepared.weights, prepared.image_size, evaluation.source,
@@ -183,7 +183,7 @@ def _keep_cell(cell: _Cell, job: _Job):
             return
         cell.result = outcome
         if not cell.reused:
-            outcome.shipped.place(job.out_dir)      # the report's folder holds every file it measured
+            outcome.parcel.place(job.out_dir)      # the report's folder holds every file it measured
     return keep
 
 
@@ -224,7 +224,7 @@ def _finish(job: _Job, repeats: int, done: int, total: int, on_progress) -> int:
             report.failures.append(f"{cell_name}: {cell.error}")
             on_progress(done, total)
             continue
-        artifact = replace(cell.result.artifact, path=job.out_dir / cell.result.shipped.relpath)
+        artifact = replace(cell.result.artifact, path=job.out_dir / cell.result.parcel.relpath)
         if cell.precision is Precision.fp32:
             fp32_size[cell.target] = artifact.size_bytes
         latency, note, engine = time_artifact(cell.target, artifact, job.images[:1], repeats)

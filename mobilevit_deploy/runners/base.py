@@ -1,7 +1,7 @@
 """One interface for every engine that can run a model: torch, onnxruntime, LiteRT, Core ML.
 
 Every runner is built the same way, `Runner(artifact, **engine_options)`, and used in a `with` block:
-`__enter__` loads (`_open`), `__exit__` releases (`_close`), `infer()` checks the feed and calls
+`__enter__` loads (`_open`), `__exit__` releases (`_close`), `infer()` validates the feed and calls
 `_infer()` one sample at a time. Outside its `with` block a runner raises RunnerStateError.
 A runner whose engine can return intermediate tensors (for `mvdeploy debug`) implements
 `_infer_intermediates()` behind `infer_intermediates(x, names) -> {name: value}`.
@@ -29,11 +29,11 @@ class Runner(ABC):
     def __init__(self, artifact: Any, *, input_shape: tuple[int, int, int, int] | None = None):
         self.artifact = artifact
         if input_shape is None:
-            spec = artifact.inputs[0]
-            if len(spec.shape) != 4:
+            image = artifact.inputs[0]
+            if len(image.shape) != 4:
                 raise ArtifactError(f"{getattr(artifact, 'path', artifact)}: expected one image input "
-                                    f"[1, 3, H, W] or [1, H, W, 3], got {spec.shape}")
-            input_shape = spec.canonical_shape
+                                    f"[1, 3, H, W] or [1, H, W, 3], got {image.shape}")
+            input_shape = image.canonical_shape
         self.input_shape = tuple(input_shape)      # canonical [1, 3, H, W]
         self._active = False
 

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ArtifactError, TargetUnavailableError
-from ..formats.mlpackage import PREPROCESS_KEY, classifier_labels, is_image_input, load_spec, stored_preprocess
+from ..formats.mlpackage import PREPROCESS_KEY, classifier_labels, is_image_input, load_proto, stored_preprocess
 from .base import Runner
 
 COMPUTE_UNITS = ("cpu_only", "all")
@@ -105,20 +105,20 @@ class CoreMLRunner(Runner):
     def _open(self) -> None:
         if self.use_apple_runtime and sys.platform != "darwin":
             raise TargetUnavailableError("the Core ML runtime runs only on macOS; use the reference interpreter here")
-        spec = load_spec(self.path)
-        self.image_input = is_image_input(spec.description.input[0])
+        proto = load_proto(self.path)
+        self.image_input = is_image_input(proto.description.input[0])
         backend = _AppleRuntime if self.use_apple_runtime else _ReferenceInterpreter
         self._backend = backend(self.path, self.compute_units)
-        self._to_model = self._feed_adapter(spec)
-        self._from_model = self._output_adapter(spec)
+        self._to_model = self._feed_adapter(proto)
+        self._from_model = self._output_adapter(proto)
 
     def _close(self) -> None:
         self._backend = None
 
-    def _feed_adapter(self, spec) -> Callable[[np.ndarray], object]:
+    def _feed_adapter(self, proto) -> Callable[[np.ndarray], object]:
         if not self.image_input:
             return lambda x: x
-        preprocess = stored_preprocess(spec, self.input_shape[2])
+        preprocess = stored_preprocess(proto, self.input_shape[2])
         if preprocess is None:
             raise ArtifactError(
                 f"{self.path.name}: image input without '{PREPROCESS_KEY}' metadata, so the canonical "
@@ -126,14 +126,14 @@ class CoreMLRunner(Runner):
             )
         return (lambda x: _pil_image(preprocess.to_pixels(x))) if self.use_apple_runtime else preprocess.to_pixels
 
-    def _output_adapter(self, spec) -> Callable[[dict], np.ndarray]:
-        outputs = list(spec.description.output)
+    def _output_adapter(self, proto) -> Callable[[dict], np.ndarray]:
+        outputs = list(proto.description.output)
         arrays = [o.name for o in outputs if o.type.WhichOneof("Type") == "multiArrayType"]
         if arrays:
             name = arrays[0]
             return lambda result: np.asarray(result[name], dtype=np.float32).reshape(1, -1)
         probabilities = [o.name for o in outputs if o.type.WhichOneof("Type") == "dictionaryType"]
-        labels = classifier_labels(spec)
+        labels = classifier_labels(proto)
         if not probabilities or labels is None:
             raise ArtifactError(f"{self.path.name}: no float tensor output and no classifier probabilities")
         name = probabilities[0]

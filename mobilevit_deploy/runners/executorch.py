@@ -6,7 +6,7 @@ kill the CLI. The worker (executorch_worker.py) loads the program once when the 
 answers requests in the protocol every worker engine speaks (worker_protocol.py) until the runner closes.
 
 .pte files from mvdeploy take and return float32 NCHW (int8 files quantize inside the graph), so
-this side only checks that the program's input is what the artifact says it is.
+this side only validates that the program's input is what the artifact says it is.
 """
 from __future__ import annotations
 

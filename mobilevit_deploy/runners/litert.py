@@ -67,8 +67,8 @@ class LiteRTRunner(WorkerRunner):
     def _infer(self, x: np.ndarray) -> np.ndarray:
         _, arrays = self._request({"op": "infer"}, [self._feed(x)])
         out = arrays[0]
-        spec = self.outputs[0]
-        return _dequantize(out, spec) if spec["scale"] else out.astype(np.float32)
+        details = self.outputs[0]
+        return _dequantize(out, details) if details["scale"] else out.astype(np.float32)
 
     def time_inference(self, image: np.ndarray, repeats: int, warmup: int = 3) -> list[float]:
         """Milliseconds of `invoke()` alone, timed inside the worker (no pipe round trip)."""
@@ -109,10 +109,10 @@ class LiteRTRunner(WorkerRunner):
 
     def _feed(self, x: np.ndarray) -> np.ndarray:
         """Canonical [1, 3, H, W] float32 -> what the interpreter's input takes (layout, int8)."""
-        spec = self.inputs[0]
+        details = self.inputs[0]
         if self._nhwc:
             x = x.transpose(0, 2, 3, 1)                          # [1, H, W, 3]
-        x = _quantize(x, spec) if spec["scale"] else x.astype(spec["dtype"], copy=False)
+        x = _quantize(x, details) if details["scale"] else x.astype(details["dtype"], copy=False)
         return np.ascontiguousarray(x)
 
     @property
@@ -120,11 +120,11 @@ class LiteRTRunner(WorkerRunner):
         return tuple(self.inputs[0]["shape"]) != tuple(self.input_shape)
 
 
-def _quantize(x: np.ndarray, spec: dict) -> np.ndarray:
-    info = np.iinfo(spec["dtype"])
-    q = np.round(x / spec["scale"]) + spec["zero_point"]
-    return np.clip(q, info.min, info.max).astype(spec["dtype"])
+def _quantize(x: np.ndarray, details: dict) -> np.ndarray:
+    info = np.iinfo(details["dtype"])
+    q = np.round(x / details["scale"]) + details["zero_point"]
+    return np.clip(q, info.min, info.max).astype(details["dtype"])
 
 
-def _dequantize(q: np.ndarray, spec: dict) -> np.ndarray:
-    return ((q.astype(np.float32) - spec["zero_point"]) * spec["scale"]).astype(np.float32)
+def _dequantize(q: np.ndarray, details: dict) -> np.ndarray:
+    return ((q.astype(np.float32) - details["zero_point"]) * details["scale"]).astype(np.float32)

@@ -5,9 +5,9 @@ appended to the file named by MVDEPLOY_TEST_ATTEMPTS, so a test can count Ray's 
 import os
 from pathlib import Path
 
-from converters.onnx import OnnxTarget
 from mobilevit_deploy.parity.tolerances import FP16, FP32
 from mobilevit_deploy.spec import Precision
+from mvdeploy_targets.onnx import OnnxTarget
 
 
 class FlakyTarget(OnnxTarget):

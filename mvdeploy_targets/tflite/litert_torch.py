@@ -4,7 +4,7 @@
   fp16          + quant_config=quant_recipes.full_fp16_recipe(): fp16 weights (ai-edge-quantizer
                 float casting), float32 compute and I/O
   int8-static   torchao PT2E static PTQ with litert-torch's PT2EQuantizer (symmetric, per-channel
-                weights), calibrated by running `calibration.batches` through the prepared graph
+                weights), calibrated by running `calibration.batches` through the observed graph
                 (whole batches through a batch-dynamic export); ops the quantizer leaves out
                 (LayerNorm, softmax, SiLU...) stay float between QUANTIZE/DEQUANTIZE, GELU is int8.
   int8          the same, shaped for XNNPACK (measured fastest on LiteRT's CPU delegate, accuracy
@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from mobilevit_deploy.capture import captured_output, tail
+from mobilevit_deploy.chatter import quiet_chatter, tail
 from mobilevit_deploy.errors import ConversionError, MvDeployError, first_line
 from mobilevit_deploy.formats.tflite import float_io, float_islands
 from mobilevit_deploy.quantization.calibrate import calibration_graph, observe, source_note
@@ -36,7 +36,7 @@ from mobilevit_deploy.spec import Calibration, ExportSpec, Layout, Precision
 
 def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Calibration | None) -> list[str]:
     """Write `out_path`; returns the notes the artifact carries."""
-    with captured_output() as captured:
+    with quiet_chatter() as chatter:
         try:
             import litert_torch
 
@@ -49,7 +49,7 @@ def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Cal
             raise
         except Exception as e:
             raise ConversionError(f"litert-torch {spec.precision.value} conversion failed: "
-                                  f"{type(e).__name__}: {first_line(e)}{tail(captured())}") from None
+                                  f"{type(e).__name__}: {first_line(e)}{tail(chatter())}") from None
     if spec.precision is Precision.int8:
         data, islands = float_islands(out_path.read_bytes(), XNNPACK_FLOAT_ONLY)
         if islands:
@@ -120,10 +120,10 @@ def _static(module, example, calibration, nhwc, what: str):
 
     quantizer = int8_quantizer()
     graph, batched = calibration_graph(module, example)
-    prepared = prepare_pt2e(graph, quantizer)
+    observed = prepare_pt2e(graph, quantizer)                   # the graph with observers, to calibrate
     image_size = example[0].shape[2]                             # [1, 3, S, S] or [1, S, S, 3]
-    seen = observe(prepared, calibration, image_size, batched, nhwc)
-    quantized = convert_pt2e(prepared, fold_quantize=False)
+    seen = observe(observed, calibration, image_size, batched, nhwc)
+    quantized = convert_pt2e(observed, fold_quantize=False)
     edge_model = litert_torch.convert(quantized, example,
                                       quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
     return edge_model, [f"{what} calibrated on {source_note(calibration, seen)}"]

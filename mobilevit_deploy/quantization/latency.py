@@ -1,12 +1,20 @@
 """Latency in a report: timed in the driver, one variant after the other once every task is done (a
-timing taken while other tasks share the cores would say nothing), each engine warmed up first."""
+timing taken while other tasks share the cores would say nothing), each engine warmed up first. The
+loop itself is the runner's (`runners/timing.py`); this module turns it into a report's figures."""
 from __future__ import annotations
+
+import statistics
 
 import numpy as np
 
-from .evaluate import time_runner
+LATENCY_WARMUP = 10              # untimed runs first: the engine here has not run this file yet
 
-TIMING_WARMUP = 10               # untimed runs first: the engine here has not run this file yet
+
+def time_runner(runner, image: np.ndarray, repeats: int, warmup: int = 3) -> tuple[float, float]:
+    """(median, p90) milliseconds of single-image inference, timed by the runner itself (LiteRT inside
+    its worker, so a process round trip is not counted)."""
+    times = runner.time_inference(image, repeats, warmup)
+    return statistics.median(times), float(np.percentile(times, 90))
 
 
 def time_reference(prepared, image: np.ndarray, repeats: int) -> tuple[float, float]:
@@ -14,7 +22,7 @@ def time_reference(prepared, image: np.ndarray, repeats: int) -> tuple[float, fl
     from ..runners.torch import TorchRunner
 
     with TorchRunner(prepared.model, input_shape=prepared.input_shape) as runner:
-        return time_runner(runner, image, repeats, warmup=TIMING_WARMUP)
+        return time_runner(runner, image, repeats, warmup=LATENCY_WARMUP)
 
 
 def time_artifact(target_name: str, artifact, image: np.ndarray,
@@ -25,5 +33,5 @@ def time_artifact(target_name: str, artifact, image: np.ndarray,
 
     with get_target(target_name).runner(artifact) as runner:
         note = runner.latency_unmeasurable
-        latency = (None, None) if note else time_runner(runner, image, repeats, warmup=TIMING_WARMUP)
+        latency = (None, None) if note else time_runner(runner, image, repeats, warmup=LATENCY_WARMUP)
         return latency, note, runner.engine

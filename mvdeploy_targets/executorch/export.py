@@ -2,7 +2,7 @@
 
   fp32          torch.export.export(model, (example,))
   int8          torchao PT2E static PTQ with ExecuTorch's XNNPACKQuantizer (symmetric, per-channel
-                weights), calibrated by running whole `calibration.batches` through a batch-dynamic prepared graph
+                weights), calibrated by running whole `calibration.batches` through a batch-dynamic observed graph
   int8-dynamic  the same quantizer with is_dynamic=True on linear layers: int8 per-channel weights,
                 activations quantized at run time; no calibration
 
@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from mobilevit_deploy.capture import captured_output, tail
+from mobilevit_deploy.chatter import quiet_chatter, tail
 from mobilevit_deploy.errors import ConversionError, MvDeployError, first_line
 from mobilevit_deploy.quantization.calibrate import calibration_graph, observe, source_note
 from mobilevit_deploy.spec import Calibration, ExportSpec, Precision
@@ -35,7 +35,7 @@ from mobilevit_deploy.spec import Calibration, ExportSpec, Precision
 
 def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Calibration | None) -> list[str]:
     """Write `out_path`; returns the notes the artifact carries."""
-    with captured_output() as captured:
+    with quiet_chatter() as chatter:
         try:
             example = (torch.zeros(spec.input_shape),)
             exported, notes = RECIPES[spec.precision](model, example, calibration)
@@ -44,7 +44,7 @@ def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Cal
             raise
         except Exception as e:
             raise ConversionError(f"executorch {spec.precision.value} conversion failed: "
-                                  f"{type(e).__name__}: {first_line(e)}{tail(captured())}") from None
+                                  f"{type(e).__name__}: {first_line(e)}{tail(chatter())}") from None
     return notes
 
 
@@ -117,9 +117,9 @@ def _int8(model, example, calibration):
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     graph, batched = calibration_graph(model, example, _xnnpack_friendly)    # whole batches where it can
-    prepared = prepare_pt2e(graph, _quantizer(dynamic=False))
-    seen = observe(prepared, calibration, example[0].shape[2], batched)
-    quantized = torch.export.export(convert_pt2e(prepared), example)
+    observed = prepare_pt2e(graph, _quantizer(dynamic=False))      # the graph with observers, to calibrate
+    seen = observe(observed, calibration, example[0].shape[2], batched)
+    quantized = torch.export.export(convert_pt2e(observed), example)
     return quantized, [f"recipe int8: static PT2E with the XNNPACK quantizer (per-channel weights), calibrated on "
                        f"{source_note(calibration, seen)}"]
 
@@ -127,10 +127,10 @@ def _int8(model, example, calibration):
 def _int8_dynamic(model, example, calibration):
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    prepared = prepare_pt2e(_export(model, example).module(), _quantizer(dynamic=True))
+    observed = prepare_pt2e(_export(model, example).module(), _quantizer(dynamic=True))
     with torch.no_grad():
-        prepared(*example)
-    quantized = torch.export.export(convert_pt2e(prepared), example)
+        observed(*example)
+    quantized = torch.export.export(convert_pt2e(observed), example)
     return quantized, ["int8-dynamic: int8 per-channel weights, activations quantized at run time; float32 I/O"]
 
 

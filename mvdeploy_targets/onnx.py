@@ -30,7 +30,7 @@ class OnnxTarget(BaseTarget):
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:
-        spec = self.checked(spec, calibration)
+        spec = self.validated(spec, calibration)
         model = model.eval()
         if spec.layout is Layout.nhwc:
             model = NhwcInput(model)

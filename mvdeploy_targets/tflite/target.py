@@ -1,6 +1,6 @@
 """The TFLite target: PyTorch -> .tflite with litert-torch (default) or through ONNX with onnx2tf, run by LiteRT.
 
-`convert` checks the request (BaseTarget.check), hands the work to a backend (litert_torch.py,
+`convert` validates the request (BaseTarget.validate), hands the work to a backend (litert_torch.py,
 onnx2tf.py), then reads the written file back (I/O, op names) before it describes it: Flex or
 other custom ops the interpreter cannot run are refused by name, and an int8-dynamic file is run
 on a probe input first (one that outputs zeros or unrelated numbers is refused with ConversionError).
@@ -59,13 +59,13 @@ class TFLiteTarget(BaseTarget):
         """The PT2E quantizer of the litert-torch int8 conversion, for the report's per-layer analysis."""
         return litert_torch.int8_quantizer()
 
-    def _check(self, spec: ExportSpec) -> None:
+    def _validate(self, spec: ExportSpec) -> None:
         if spec.converter == "onnx2tf" and importlib.util.find_spec("onnx2tf") is None:
             raise TargetUnavailableError("the onnx2tf converter needs onnx2tf (not importable); run make install")
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:
-        spec = self.checked(spec, calibration)
+        spec = self.validated(spec, calibration)
         converter = spec.converter or self.converters[0]
         out_path = Path(out_path)
         model = model.eval()

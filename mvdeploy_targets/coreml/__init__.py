@@ -16,7 +16,7 @@ Options (options.py, built with TARGET.options(...)):
   ios           16 | 17 | 18 (default 17): minimum deployment target
   image_input   bool: a Core ML image input (RGB, scale 1/255); the per-channel mean/std of
                 `preprocess` are applied inside the model so ImageNet's std is exact
-  preprocess    spec.Preprocess or {"mean": [...], "std": [...]}; required with image_input
+  preprocess    mobilevit_deploy.spec.Preprocess or {"mean": [...], "std": [...]}; required with image_input
   labels        list[str]: a classifier (ct.ClassifierConfig); softmax is applied in the model so the
                 probabilities are probabilities, and the raw logits stay an output
   metadata      dict: author, license, version, short_description go to the model's own fields;

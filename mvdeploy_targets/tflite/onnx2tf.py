@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilevit_deploy.capture import captured_output, tail
+from mobilevit_deploy.chatter import quiet_chatter, tail
 from mobilevit_deploy.errors import ConversionError, first_line
 from mobilevit_deploy.formats.tflite import nchw_input
-from mobilevit_deploy.quantization.calibrate import check_batch, no_images, source_note
+from mobilevit_deploy.quantization.calibrate import no_images, source_note, validate_batch
 from mobilevit_deploy.spec import Calibration, ExportSpec, Layout, Precision
 from mobilevit_deploy.versions import version_of
 
@@ -81,13 +81,13 @@ def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Cal
 
 def _export_onnx(model: nn.Module, image_size: int, path: Path) -> None:
     example = torch.zeros(1, 3, image_size, image_size)
-    with captured_output() as captured:
+    with quiet_chatter() as chatter:
         try:
             torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
                               input_names=[ONNX_INPUT], output_names=["logits"])
         except Exception as e:
             raise ConversionError(f"ONNX export for onnx2tf failed: {type(e).__name__}: {first_line(e)}"
-                                  f"{tail(captured())}") from None
+                                  f"{tail(chatter())}") from None
 
 
 def _run(args: list[str], work: Path) -> str:
@@ -126,7 +126,7 @@ def _synthetic_nhwc(image_size: int, count: int = 8) -> np.ndarray:
 def _calibration_nhwc(calibration: Calibration, image_size: int) -> np.ndarray:
     batches = []
     for batch in calibration.batches:
-        check_batch(batch, image_size)
+        validate_batch(batch, image_size)
         batches.append(batch.float().permute(0, 2, 3, 1).numpy())
     if not batches:
         raise no_images()

@@ -1,8 +1,9 @@
 """Keep converters' chatter (Python prints, tqdm, native fd-level logs) out of the user's terminal.
 
-`captured_output()` redirects file descriptors 1 and 2 into a temporary file for the duration of a
-conversion and yields a function returning what was written, so an error can quote its last lines
-(`tail`). Nothing is lost: the text is still there for the error message.
+`quiet_chatter()` redirects file descriptors 1 and 2 into a temporary file for the duration of a
+conversion and yields a function returning the chatter written so far, so an error can quote its last
+lines (`tail`). Nothing is lost: the text is still there for the error message. (Intermediate tensors
+that `mvdeploy debug` captures are another thing: `debug/capture.py`.)
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ NOISE = ("I0000", "W0000", "WARNING: All log", "INFO:", "  warnings.warn", "Save
 
 
 @contextlib.contextmanager
-def captured_output() -> Iterator[Callable[[], str]]:
+def quiet_chatter() -> Iterator[Callable[[], str]]:
     sink = tempfile.TemporaryFile()
     buffer = io.StringIO()
     saved_env = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
@@ -52,8 +53,8 @@ def captured_output() -> Iterator[Callable[[], str]]:
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved_env
 
 
-def tail(log: str, lines: int = 3) -> str:
-    """The last meaningful lines of a converter's output, as ' (a | b | c)' for an error message."""
-    kept = [line.strip() for line in log.splitlines()
+def tail(chatter: str, lines: int = 3) -> str:
+    """The last meaningful lines of a converter's chatter, as ' (a | b | c)' for an error message."""
+    kept = [line.strip() for line in chatter.splitlines()
             if line.strip() and not line.startswith(NOISE) and "oneDNN" not in line]
     return f" ({' | '.join(kept[-lines:])})" if kept else ""

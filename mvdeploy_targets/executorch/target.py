@@ -1,6 +1,6 @@
 """The ExecuTorch target: PyTorch -> .pte (XNNPACK delegate, portable kernels for the rest), run by ExecuTorch.
 
-`convert` checks the request (BaseTarget.check), hands the work to export.py, then reads the written
+`convert` validates the request (BaseTarget.validate), hands the work to export.py, then reads the written
 file back (formats/pte.py) to describe it: its I/O, how many nodes the XNNPACK delegate took and
 which ops it left to ExecuTorch's portable kernels (the artifact notes say both).
 """
@@ -36,14 +36,14 @@ class ExecuTorchTarget(BaseTarget):
     tolerances = {Precision.fp32: FP32, Precision.int8: INT8, Precision.int8_dynamic: INT8}
     requires = ("executorch", "torchao")
 
-    def _check(self, spec: ExportSpec) -> None:
+    def _validate(self, spec: ExportSpec) -> None:
         if spec.layout is not Layout.nchw:
             raise ConversionError("executorch: only the nchw layout is supported "
                                   "(the .pte takes NCHW; XNNPACK picks its own layout inside)")
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:
-        spec = self.checked(spec, calibration)
+        spec = self.validated(spec, calibration)
         out_path = Path(out_path)
         notes = export.convert(model.eval(), spec, out_path, calibration)
         return _describe(out_path, read_pte(out_path), spec.precision, self.converters[0], notes)

@@ -26,9 +26,9 @@ class Recipe:
     note: str = ""
 
 
-def weight_constants(spec) -> list[str]:
-    """Names of the const ops that feed the `weight` input of conv and linear ops in a saved spec."""
-    ops = list(iter_ops(spec))
+def weight_constants(proto) -> list[str]:
+    """Names of the const ops that feed the `weight` input of conv and linear ops in a model protobuf."""
+    ops = list(iter_ops(proto))
     producers = {out.name: op for op in ops for out in op.outputs}
     names = []
     for op in ops:

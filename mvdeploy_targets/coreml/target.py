@@ -1,4 +1,4 @@
-"""The Core ML target: check a request, convert through a frontend and a recipe, describe the package."""
+"""The Core ML target: validate a request, convert through a frontend and a recipe, describe the package."""
 from __future__ import annotations
 
 import json
@@ -11,11 +11,11 @@ from torch import nn
 
 from mobilevit_deploy.debug.capture import CoreMLCapture
 from mobilevit_deploy.errors import ConversionError, MvDeployError, OptionsError, first_line
-from mobilevit_deploy.formats.mlpackage import (CONVERTER_KEY, describe_inputs, describe_outputs, load_spec,
+from mobilevit_deploy.formats.mlpackage import (CONVERTER_KEY, describe_inputs, describe_outputs, load_proto,
                                                 reproducible_package, stored_metadata, written_precision)
 from mobilevit_deploy.parity.tolerances import FP16, FP32, INT8, WEIGHTS_8BIT, WEIGHTS_LOWBIT
 from mobilevit_deploy.runners.coreml import CoreMLRunner
-from mobilevit_deploy.spec import Artifact, Calibration, CheckedSpec, ExportSpec, Layout, Precision, Preprocess
+from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Layout, Precision, Preprocess, ValidSpec
 from mobilevit_deploy.targets import BaseTarget
 
 from .frontends import FRONTENDS, LOGITS, to_mlmodel
@@ -38,11 +38,11 @@ class CoreMLTarget(BaseTarget):
     requires = ("coremltools",)
     intermediates = CoreMLCapture
 
-    def check(self, spec: ExportSpec) -> CheckedSpec:
-        spec = super().check(spec)
+    def validate(self, spec: ExportSpec) -> ValidSpec:
+        spec = super().validate(spec)
         return replace(spec, options=_with_model_facts(spec.options, spec))
 
-    def _check(self, spec: ExportSpec) -> None:
+    def _validate(self, spec: ExportSpec) -> None:
         recipe = RECIPES[spec.precision]
         if spec.options.ios < recipe.min_ios:
             raise ConversionError(
@@ -54,7 +54,7 @@ class CoreMLTarget(BaseTarget):
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:
-        spec = self.checked(spec, calibration)
+        spec = self.validated(spec, calibration)
         options: CoreMLOptions = spec.options
         recipe = RECIPES[spec.precision]
         converter = spec.converter or self.converters[0]
@@ -90,15 +90,15 @@ class CoreMLTarget(BaseTarget):
         return self._artifact(out_path, spec.precision, converter, tuple(notes))
 
     def load(self, path: Path, precision: Precision | None = None) -> Artifact:
-        spec = load_spec(Path(path))
+        proto = load_proto(Path(path))
         if precision is None:
-            precision = written_precision(spec)
-        return self._artifact(Path(path), precision, stored_metadata(spec).get(CONVERTER_KEY, ""), (), spec)
+            precision = written_precision(proto)
+        return self._artifact(Path(path), precision, stored_metadata(proto).get(CONVERTER_KEY, ""), (), proto)
 
     def _artifact(self, path: Path, precision: Precision, converter: str, notes: tuple[str, ...],
-                  spec=None) -> Artifact:
-        spec = spec if spec is not None else load_spec(path)
-        return Artifact(path, self.name, precision, describe_inputs(spec), describe_outputs(spec), converter, notes)
+                  proto=None) -> Artifact:
+        proto = proto if proto is not None else load_proto(path)
+        return Artifact(path, self.name, precision, describe_inputs(proto), describe_outputs(proto), converter, notes)
 
     def runner(self, artifact: Artifact, **engine_options) -> CoreMLRunner:
         """engine_options: compute_units ("all" | "cpu_only"), use_apple_runtime (default: on macOS)."""

@@ -1,4 +1,4 @@
-"""The Core ML target's own options (ExportSpec.options), checked once when they are built."""
+"""The Core ML target's own options (ExportSpec.options), validated once when they are built."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
