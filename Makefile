@@ -21,7 +21,7 @@ demo: install
 # Two workers, one per core: each test file runs whole on one worker (its module fixtures built once),
 # the matrix's cases are spread over both (tests/conftest.py), converted files are shared between them.
 test: install
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
 
 test-unit: install
 	$(PY) -m pytest -q -m unit

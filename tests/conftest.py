@@ -35,8 +35,24 @@ SPREAD = {"test_matrix"}
 UNIT = {"test_compare", "test_data", "test_fusion", "test_weights", "test_models"}
 
 
+# The order work is handed to the two workers: longest first, so that no long file starts last while the
+# other worker idles (measured on this 2-core machine: the matrix's ExecuTorch and int8 cases take minutes,
+# then these files, longest first; every other file follows in collection order).
+LONGEST_FIRST = ["test_matrix", "test_hardening", "test_executorch", "test_tflite", "test_bundle", "test_scale",
+                 "test_cli", "test_debug", "test_foreign_weights", "test_diagnose", "test_coreml", "test_mil"]
+
+
+def _handed_out(item) -> tuple:
+    module = item.module.__name__ if item.module is not None else ""
+    rank = LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+    case = item.callspec.id if hasattr(item, "callspec") else ""
+    heavy = ("executorch" in case) + ("int8" in case) + ("swin" in case)      # within the matrix
+    return rank, -heavy if module in SPREAD else 0
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_handed_out)               # stable: each file's own order is kept
     for item in items:
         module = item.module.__name__ if item.module is not None else ""
         if module not in SPREAD:
@@ -80,7 +96,7 @@ REFERENCE = ("mobilevit_xxs", "swin_micro")   # models converted with their refe
 
 
 @dataclass(frozen=True)
-class Converted:
+class ModelFile:
     """A file `pipeline.convert` wrote and checked, with its .parity.json. Shared: copy it before changing it."""
 
     path: Path
@@ -113,7 +129,7 @@ def _convert_for_tests(name: str, target_name: str, precision, converter: str | 
 
 @pytest.fixture(scope="session")
 def converted(tmp_path_factory):
-    """converted(model, target, precision, converter=None) -> Converted: each file is made once per run,
+    """converted(model, target, precision, converter=None) -> ModelFile: each file is made once per run,
     by whichever worker asks first (a file lock), and read by every other test that asks for it."""
     from filelock import FileLock
 
@@ -124,7 +140,7 @@ def converted(tmp_path_factory):
     root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "converted"
     root.mkdir(exist_ok=True)
 
-    def get(name: str, target_name: str, precision, converter: str | None = None) -> Converted:
+    def get(name: str, target_name: str, precision, converter: str | None = None) -> ModelFile:
         reason = get_target(target_name).unavailable_reason()
         if reason:
             pytest.skip(reason)
@@ -135,6 +151,6 @@ def converted(tmp_path_factory):
                 path = _convert_for_tests(name, target_name, precision, converter, root / key)
                 done.write_text(json.dumps({"path": str(path)}))
         path = Path(json.loads(done.read_text())["path"])
-        return Converted(path, json.loads(parity_path(path).read_text()))
+        return ModelFile(path, json.loads(parity_path(path).read_text()))
 
     return get

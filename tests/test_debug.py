@@ -99,12 +99,12 @@ def prepared():
 
 
 @pytest.fixture(scope="module")
-def exported(converted):
+def exported(model_file):
     """One file per (model, target, precision), from the shared conversions (conftest: the matrix's own)."""
     from mobilevit_deploy.spec import Precision
 
     def get(model: str, target: str, precision: Precision = Precision.fp32) -> Path:
-        return converted(model, target, precision).path
+        return model_file(model, target, precision).path
 
     return get
 

@@ -244,7 +244,7 @@ def test_another_models_pte_fails_parity(cli, converted, tmp_path):
 # ------------------------------------------------------------------------------------ the reference models
 
 
-def test_report_rows_for_executorch(cli, tmp_path, converted):
+def test_report_rows_for_executorch(cli, tmp_path, model_file):
     """`mvdeploy report --targets executorch`: size, latency at LiteRT's thread count (2), accuracy,
     agreement and SQNR for each .pte; the int8 program keeps top-1 within 1 point of PyTorch fp32 on
     200 held-out digits (calibrated on the train split). The report reuses the matrix's checked files
@@ -260,7 +260,7 @@ def test_report_rows_for_executorch(cli, tmp_path, converted):
     folder = out / "artifacts" / "mobilevit_xxs"
     folder.mkdir(parents=True)
     for precision in (Precision.fp32, Precision.int8):
-        made = converted("mobilevit_xxs", "executorch", precision)
+        made = model_file("mobilevit_xxs", "executorch", precision)
         shutil.copy2(made.path, folder / made.path.name)
         shutil.copy2(parity_path(made.path), parity_path(folder / made.path.name))
     result = cli("report", "mobilevit_xxs", "--targets", "executorch", "--precisions", "fp32,int8",

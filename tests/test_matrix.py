@@ -62,8 +62,8 @@ def _cases():
 
 
 @pytest.mark.parametrize("name,target_name,converter,precision", list(_cases()))
-def test_matrix(name, target_name, converter, precision, converted):
-    made = converted(name, target_name, precision, converter)         # conftest: the conversion, shared
+def test_matrix(name, target_name, converter, precision, model_file):
+    made = model_file(name, target_name, precision, converter)         # conftest: the conversion, shared
     assert made.passed, made.parity["failures"]
     assert made.path.exists() and made.parity["precision"] == precision.value
     target = get_target(target_name)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,7 +42,8 @@ EVIDENCE = {
     Precision.int8_dynamic: lambda f: "INT8" in f.weight_types and "INT8" not in f.activation_types,
 }
 EVIDENCE[Precision.int8_static] = EVIDENCE[Precision.int8]
-# What the file alone says: both static int8 recipes make an int8 graph; the recipe is in the notes.
+# What the graph alone says: both static int8 recipes make an int8 graph; the name (or the parity record)
+# beside an int8 graph says which recipe (formats/tflite.py precision_of).
 READ_BACK = {Precision.int8_static: Precision.int8}
 
 
@@ -153,13 +156,15 @@ def test_registered_as_a_target():
 
 
 @pytest.mark.parametrize("precision", TARGET.precisions, ids=lambda p: f"toy-tflite-{p.value}")
-def test_litert_torch_parity(precision, converted, images, reference):
+def test_litert_torch_parity(precision, converted, images, reference, tmp_path):
     artifact = converted("litert-torch", precision)
     facts = read_tflite(artifact.path)
     assert EVIDENCE[precision](facts), facts
     assert artifact.inputs[0].shape == (1, 3, SIZE, SIZE) and artifact.inputs[0].dtype == "float32"
     assert artifact.outputs[0].dtype == "float32"
-    assert TARGET.load(artifact.path).precision is READ_BACK.get(precision, precision)   # from the file alone
+    assert TARGET.load(artifact.path).precision is precision                        # the graph and its name
+    anonymous = Path(shutil.copy2(artifact.path, tmp_path / "anonymous.tflite"))
+    assert TARGET.load(anonymous).precision is READ_BACK.get(precision, precision)    # the graph alone
     assert_parity(artifact, precision, images, reference)
 
 

@@ -172,29 +172,39 @@ def build_stages(in_channels: int, stages: tuple, transformer) -> tuple[nn.Seque
     return nn.Sequential(*built), chs
 
 
-class MobileViT(nn.Module):
-    """stem -> stages (MV2 blocks, then a MobileViT block in the last three) -> 1x1 conv -> pool -> fc."""
+class MobileViTBackbone(nn.Module):
+    """What MobileViT and MobileViTv2 share: the config, the input side, the stem and the stages, which are
+    built from `block(channels, stage)` (the one place the two families differ inside the stages)."""
 
-    def __init__(self, cfg: MobileViTConfig, num_classes: int = 1000, image_size: int | None = None):
+    def __init__(self, cfg, image_size: int | None, block):
         super().__init__()
         self.cfg = cfg
         self.image_size = cfg.default_image_size if image_size is None else image_size
         cfg.validate_image_size(self.image_size)
-
         self.stem = ConvNormAct(3, cfg.stem_channels, 3, stride=2)
-        self.stages, chs = build_stages(cfg.stem_channels, cfg.stages, lambda c, stage: MobileViTBlock(
-            c, stage.transformer_dim, stage.transformer_depth, cfg.num_heads, cfg.mlp_ratio, cfg.patch_size))
-        self.final_conv = ConvNormAct(chs, cfg.num_features, 1)
-        self.head = ClassifierHead(cfg.num_features, num_classes)
+        self.stages, self.stage_channels = build_stages(cfg.stem_channels, cfg.stages, block)
 
     @property
     def name(self) -> str:
         return self.cfg.name
 
-    def forward(self, x: Tensor) -> Tensor:                             # [B, 3, S, S]
+    def features(self, x: Tensor) -> Tensor:                            # [B, 3, S, S]
         validate_input_shape(self.cfg, x)
         x = self.stem(x)                                                # [B, C0, S/2, S/2]
-        x = self.stages(x)                                              # [B, C4, S/32, S/32]
+        return self.stages(x)                                           # [B, C4, S/32, S/32]
+
+
+class MobileViT(MobileViTBackbone):
+    """stem -> stages (MV2 blocks, then a MobileViT block in the last three) -> 1x1 conv -> pool -> fc."""
+
+    def __init__(self, cfg: MobileViTConfig, num_classes: int = 1000, image_size: int | None = None):
+        super().__init__(cfg, image_size, lambda c, stage: MobileViTBlock(
+            c, stage.transformer_dim, stage.transformer_depth, cfg.num_heads, cfg.mlp_ratio, cfg.patch_size))
+        self.final_conv = ConvNormAct(self.stage_channels, cfg.num_features, 1)
+        self.head = ClassifierHead(cfg.num_features, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:                             # [B, 3, S, S]
+        x = self.features(x)                                            # [B, C4, S/32, S/32]
         x = self.final_conv(x)                                          # [B, F, S/32, S/32]
         x = x.mean(dim=(2, 3))                                          # [B, F]
         return self.head(x)                                             # [B, num_classes]

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from ..spec import Preprocess
 from .layers import ClassifierHead, ConvNormAct, TokenConv
-from .mobilevit import PatchGridSizes, StageConfig, build_stages, make_divisible, validate_input_shape
+from .mobilevit import MobileViTBackbone, PatchGridSizes, StageConfig, make_divisible
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -171,31 +171,19 @@ class MobileViTV2Block(nn.Module):
 # Model
 # ---------------------------------------------------------------------------------------------------
 
-class MobileViTV2(nn.Module):
+class MobileViTV2(MobileViTBackbone):
     """stem -> stages (MV2 blocks, then a MobileViTv2 block in the last three) -> pool -> fc.
 
     No final 1x1 conv: the head reads the last stage's channels (timm: `final_conv` is an Identity).
     """
 
     def __init__(self, cfg: MobileViTV2Config, num_classes: int = 1000, image_size: int | None = None):
-        super().__init__()
-        self.cfg = cfg
-        self.image_size = cfg.default_image_size if image_size is None else image_size
-        cfg.validate_image_size(self.image_size)
-
-        self.stem = ConvNormAct(3, cfg.stem_channels, 3, stride=2)
-        self.stages, chs = build_stages(cfg.stem_channels, cfg.stages, lambda c, stage: MobileViTV2Block(
+        super().__init__(cfg, image_size, lambda c, stage: MobileViTV2Block(
             c, stage.transformer_dim, stage.transformer_depth, cfg.mlp_ratio, cfg.patch_size))
-        self.head = ClassifierHead(chs, num_classes)
-
-    @property
-    def name(self) -> str:
-        return self.cfg.name
+        self.head = ClassifierHead(self.stage_channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:                             # [B, 3, S, S]
-        validate_input_shape(self.cfg, x)
-        x = self.stem(x)                                                # [B, C0, S/2, S/2]
-        x = self.stages(x)                                              # [B, C4, S/32, S/32]
+        x = self.features(x)                                            # [B, C4, S/32, S/32]
         x = x.mean(dim=(2, 3))                                          # [B, C4]
         return self.head(x)                                             # [B, num_classes]
 
