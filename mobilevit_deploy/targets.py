@@ -99,6 +99,15 @@ class BaseTarget:
     intermediates: Callable | None = None       # (artifact, module names, workdir) -> a debug.capture engine capture
     layer_quantizer: Callable | None = None     # () -> the PT2E quantizer of this target's int8 conversion
 
+    def __init_subclass__(cls, **kwargs):
+        """A target written for the old contract (its rules in `_check`) would have its rules skipped
+        without a word: refuse it where it is defined, naming the new hook."""
+        super().__init_subclass__(**kwargs)
+        stale = sorted({"check", "_check", "checked"} & set(vars(cls)))
+        if stale:
+            raise TypeError(f"target class {cls.__name__} defines {', '.join(stale)}: a target's own rules go in "
+                            "_validate(spec) (BaseTarget.validate runs them once, before any work)")
+
     def unavailable_reason(self) -> str | None:
         """None when every module in `requires` is importable; else one line naming the missing ones."""
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]

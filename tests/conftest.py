@@ -128,8 +128,8 @@ def _convert_for_tests(name: str, target_name: str, precision, converter: str | 
 
 
 @pytest.fixture(scope="session")
-def converted(tmp_path_factory):
-    """converted(model, target, precision, converter=None) -> ModelFile: each file is made once per run,
+def model_file(tmp_path_factory):
+    """model_file(model, target, precision, converter=None) -> ModelFile: each file is made once per run,
     by whichever worker asks first (a file lock), and read by every other test that asks for it."""
     from filelock import FileLock
 

@@ -148,3 +148,17 @@ def test_the_core_keys_nothing_by_target_name():
     offenders = {str(path.relative_to(CORE)): hits for path in sorted(CORE.rglob("*.py"))
                  if (hits := target_keys(path.read_text(encoding="utf-8"), names))}
     assert offenders == {}
+
+
+def test_a_target_written_for_the_old_contract_is_refused_where_it_is_defined():
+    from mobilevit_deploy.targets import BaseTarget
+
+    with pytest.raises(TypeError, match="_validate"):
+        class OldStyle(BaseTarget):                   # noqa: F841  (its rules would be skipped silently)
+            def _check(self, spec):
+                raise AssertionError("never runs")
+
+    class NewStyle(BaseTarget):                       # the negative control: the current hook is accepted
+        def _validate(self, spec):
+            pass
+    assert NewStyle().name == ""
