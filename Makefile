@@ -19,15 +19,15 @@ demo: install
 	.venv/bin/mvdeploy convert --target tflite --precision fp32,fp16,int8
 
 # Two workers, one per core: each test file runs whole on one worker (its module fixtures built once),
-# the matrix's cases are spread over both (tests/conftest.py), converted files are shared between them.
+# the matrix's cases are spread over both (tests/conftest.py: its scheduler), converted files are shared.
 test: install
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
+	$(PY) -m pytest -q -n 2 --durations=15
 
 test-unit: install
 	$(PY) -m pytest -q -m unit
 
 test-slow: install
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m slow
+	$(PY) -m pytest -q -n 2 -m slow
 
 bench: install
 	$(PY) benchmarks/fusion_latency.py

@@ -29,21 +29,24 @@ def run_cli(*args, env: dict | None = None, cwd=None, timeout: int = 600,
 
 
 # Test files whose cases are spread over both xdist workers one by one; every other file runs whole on one
-# worker (`make test`: -n 2 --dist loadgroup), so its module-scoped fixtures are built once.
+# worker (`make test`: -n 2), so its module-scoped fixtures are built once. (xdist's own --dist loadgroup
+# does not group here: with pytest 9 its nodeid suffix has no effect, so the scheduler below does it.)
 SPREAD = {"test_matrix"}
 # Test files that convert nothing and start no process: the `unit` tier (`make test-unit`, under 2 minutes).
 UNIT = {"test_compare", "test_data", "test_fusion", "test_weights", "test_models"}
-
-
 # The order work is handed to the two workers: longest first, so that no long file starts last while the
 # other worker idles (measured on this 2-core machine: the matrix's ExecuTorch and int8 cases take minutes,
 # then these files, longest first; every other file follows in collection order).
-LONGEST_FIRST = ["test_matrix", "test_hardening", "test_executorch", "test_tflite", "test_bundle", "test_scale",
-                 "test_cli", "test_debug", "test_foreign_weights", "test_diagnose", "test_coreml", "test_mil"]
+LONGEST_FIRST = ["test_matrix", "test_bundle", "test_hardening", "test_executorch", "test_scale", "test_tflite",
+                 "test_cli", "test_debug", "test_coreml", "test_foreign_weights", "test_diagnose", "test_mil"]
+
+
+def _module_of(nodeid: str) -> str:
+    return Path(nodeid.split("::")[0]).stem
 
 
 def _handed_out(item) -> tuple:
-    module = item.module.__name__ if item.module is not None else ""
+    module = _module_of(item.nodeid)
     rank = LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
     case = item.callspec.id if hasattr(item, "callspec") else ""
     heavy = ("executorch" in case) + ("int8" in case) + ("swin" in case)      # within the matrix
@@ -54,11 +57,20 @@ def _handed_out(item) -> tuple:
 def pytest_collection_modifyitems(config, items):
     items.sort(key=_handed_out)               # stable: each file's own order is kept
     for item in items:
-        module = item.module.__name__ if item.module is not None else ""
-        if module not in SPREAD:
-            item.add_marker(pytest.mark.xdist_group(module))
-        if module in UNIT:
+        if _module_of(item.nodeid) in UNIT:
             item.add_marker(pytest.mark.unit)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Work units for the workers: a whole file, or one case of a SPREAD file; handed out in collection
+    order (longest first, above)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileOrCase(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid if _module_of(nodeid) in SPREAD else nodeid.split("::")[0]
+
+    return FileOrCase(config, log)
 
 
 @pytest.fixture
