@@ -21,11 +21,12 @@ UNVALIDATED_NOTE = ("int8 calibrated on synthetic images: its accuracy on real d
                     "pass --calib-data DIR with real images")
 
 
-def _batched(images, source: str, skipped: int = 0, files: tuple = ()) -> Calibration:
-    """`images` [N, 3, H, W] (a torch tensor) as batches of BATCH."""
+def _batched(images, source: str, asked: dict, skipped: int = 0, files: tuple = ()) -> Calibration:
+    """`images` [N, 3, H, W] (a torch tensor) as batches of BATCH; `asked`: the arguments that drew them."""
     import torch
 
-    return Calibration(tuple(torch.split(images, BATCH)), source, len(images), skipped=skipped, files=files)
+    return Calibration(tuple(torch.split(images, BATCH)), source, len(images), skipped=skipped, files=files,
+                       asked=asked)
 
 
 def calibration_for(prepared, calib_data: str | Path | None = None, eval_data: Path | None = None,
@@ -37,19 +38,21 @@ def calibration_for(prepared, calib_data: str | Path | None = None, eval_data: P
 
     if samples < 1:
         raise DataError(f"--calib-samples must be at least 1 (got {samples})")
+    asked = {"calib_data": None if calib_data is None else str(calib_data), "samples": samples, "seed": seed}
     if calib_data is None:
         if prepared.reference is None or eval_data is not None:
             raise DataError("int8 needs calibration images: pass --calib-data DIR (real images"
                             + (", disjoint from --eval-data" if eval_data is not None else "")
                             + ") or --calib-data synthetic")
         loaded = prepared.reference.read("train", prepared.preprocess, samples, seed)
-        return _batched(loaded.images, loaded.source)
+        return _batched(loaded.images, loaded.source, asked)
     if str(calib_data) == SYNTHETIC:
-        return _batched(synthetic_images(samples, prepared.image_size, prepared.preprocess, seed=seed + 1), SYNTHETIC)
+        return _batched(synthetic_images(samples, prepared.image_size, prepared.preprocess, seed=seed + 1), SYNTHETIC,
+                        asked)
     require_disjoint(calib_data, eval_data)
     loaded = load_folder(Path(calib_data), prepared.preprocess, count=samples, seed=seed,
                          progress="reading calibration images" if progress else None)
-    return _batched(loaded.images, str(calib_data), loaded.skipped, loaded.files)
+    return _batched(loaded.images, str(calib_data), asked, loaded.skipped, loaded.files)
 
 
 def require_disjoint(calib_data: str | Path | None, eval_data: Path | None) -> None:
@@ -66,3 +69,10 @@ def require_disjoint(calib_data: str | Path | None, eval_data: Path | None) -> N
     if shared:
         raise DataError(f"the evaluation and calibration sets overlap: {shared} of the {len(calibration)} images "
                         f"in --calib-data {calib_data} are also in --eval-data {eval_data}; they must be disjoint")
+
+
+def calibration_again(prepared, record: dict) -> Calibration:
+    """The calibration a parity report recorded (`Calibration.record`), drawn again: the same images in
+    the same order, so the int8 replica of an existing file gets the same scales."""
+    return calibration_for(prepared, record.get("calib_data"), samples=int(record["samples"]),
+                           seed=int(record.get("seed", 0)))

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 from torch import nn
 
-from .calibration import DEFAULT_SAMPLES, UNVALIDATED_NOTE, calibration_for
+from .calibration import DEFAULT_SAMPLES, UNVALIDATED_NOTE, calibration_again, calibration_for
 from .checkpoints import REFERENCE_CHECKPOINTS, ReferenceCheckpoint
 from .data import load_folder, read_labels, synthetic_images
 from .errors import (ArtifactError, DataError, InputSizeError, InvalidValueError, ShapeMismatchError, at_least,
@@ -31,6 +31,8 @@ from .models import create_model, model_config
 from .models.weights import load_weights
 from .outputs import ensure_folder, move_into_place, require_writable_folder, staging
 from .parity import ParityReport, compare, parity_path, tolerance_for
+from .parity.audit import Audit, audit, not_read, with_folded_norms
+from .parity.report import recorded_recipe
 from .runners.torch import TorchRunner
 from .spec import (Artifact, Calibration, ExportSpec, Layout, Precision, Preprocess, ValidSpec, parse_choice,
                    parse_precisions)
@@ -216,21 +218,30 @@ def require_fit(artifact: Artifact, prepared: PreparedModel) -> None:
 
 
 def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, inputs: ParityInputs,
-                   label: Path | None = None) -> ParityReport:
-    """Run the artifact and the PyTorch model on the same inputs and compare. `label`: the path the
-    report names (the final path when the artifact is checked in a staging folder)."""
+                   label: Path | None = None, exported: nn.Module | None = None,
+                   calibration: Calibration | None = None, recipe: dict | None = None) -> ParityReport:
+    """Run the artifact and the PyTorch model on the same inputs and compare (accuracy), run it against
+    its replica (integrity: `artifact.replica`, else the target's, from `calibration`) and audit its
+    weights against `exported` (the fused model it was converted from; default: `prepared`'s, fused).
+    `label`: the path the report names (the final path when checked in a staging folder); `recipe`:
+    what the report records for a later check."""
     require_fit(artifact, prepared)
     with TorchRunner(prepared.model, input_shape=prepared.input_shape) as reference_runner:
         reference = reference_runner.infer(inputs.images)
         reference_engine = reference_runner.engine
+    exported = exported if exported is not None else fuse(prepared.model).model
     tolerance = tolerance_for(target, artifact.precision)
     engine = target.name
+    integrity, audit = None, None
     try:
         with target.runner(artifact) as runner:
             engine = runner.engine
             candidate = runner.infer(inputs.images)
         metrics = compare(reference, candidate)
         failures = tolerance.failures(metrics, trained=prepared.trained)
+        integrity, wrong = _integrity(artifact, target, exported, calibration, inputs, candidate, prepared.trained)
+        audit = _audit(artifact, target, exported)
+        failures += [f"integrity: {line}" for line in wrong] + [f"weights: {line}" for line in audit.failures]
     except (ArtifactError, ShapeMismatchError) as e:   # a crash or a load failure is a failed check
         metrics, failures = None, [str(e)]
     notes = [*prepared.notes, *artifact.notes]
@@ -241,7 +252,33 @@ def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, 
         reference=f"{reference_engine}, {prepared.name} unfused, {prepared.image_size}x{prepared.image_size}",
         engine=engine, samples=inputs.describe(), metrics=metrics, tolerance=tolerance,
         failures=failures, weights=prepared.weights, notes=notes,
+        integrity=integrity, audit=audit.to_dict() if audit is not None else None, recipe=recipe,
     )
+
+
+def _integrity(artifact: Artifact, target: Target, exported: nn.Module, calibration: Calibration | None,
+               inputs: ParityInputs, candidate: np.ndarray, trained: bool) -> tuple[dict, list[str]]:
+    """The file against its replica, within the target's integrity bound. -> (report block, failures)"""
+    replica = artifact.replica or target.replica(exported, artifact, calibration)
+    bound = target.integrity.get(artifact.precision)
+    if not replica.reproduced or bound is None:
+        why = replica.what if not replica.reproduced else f"{target.name} declares no integrity bound for " \
+                                                          f"{artifact.precision.value}"
+        return {"checked": False, "why": why}, []
+    metrics = compare(replica.outputs(inputs.images), candidate)
+    wrong = bound.failures(metrics, trained=trained)
+    return {"checked": True, "reference": replica.what, "metrics": metrics.to_dict(), "tolerance": bound.to_dict(),
+            "failures": wrong}, wrong
+
+
+def _audit(artifact: Artifact, target: Target, exported: nn.Module) -> Audit:
+    """Every weight the file stores against the fused model's parameters (`parity.audit`)."""
+    stored = target.stored_tensors(artifact)
+    if stored is None:
+        return not_read(target.weights_unread)
+    params = {name: value.detach().float().numpy() for name, value in exported.state_dict().items()
+              if value.is_floating_point()}
+    return audit(stored, with_folded_norms(params))
 
 
 @dataclass
@@ -376,7 +413,11 @@ def _convert_staged(prepared: PreparedModel, target: Target, spec: ValidSpec, ou
         seconds = time.perf_counter() - start
         if calibration is not None and calibration.synthetic and target.needs_calibration(spec.precision):
             artifact = replace(artifact, notes=(*artifact.notes, UNVALIDATED_NOTE))
-        report = None if inputs is None else check_artifact(artifact, target, prepared, inputs, label=final)
+        recipe = {"converter": artifact.converter,
+                   "calibration": calibration.record() if calibration is not None and target.needs_calibration(
+                       spec.precision) else None}
+        report = None if inputs is None else check_artifact(artifact, target, prepared, inputs, label=final,
+                                                            exported=export_model, recipe=recipe)
         if report is not None and not report.passed:
             # A file that fails parity never takes the place of what is there: it goes to failed/.
             final = out_dir / FAILED_FOLDER / final.name
@@ -389,7 +430,7 @@ def _convert_staged(prepared: PreparedModel, target: Target, spec: ValidSpec, ou
             move_into_place(Path(tmp) / parity_path(final).name, parity_path(final))
         else:
             parity_path(final).unlink(missing_ok=True)     # a stale report must not vouch for a new file
-    return ConvertResult(replace(artifact, path=final), report, fused_pairs, seconds)
+    return ConvertResult(replace(artifact, path=final, replica=None), report, fused_pairs, seconds)
 
 
 def load_for_model(path: Path, model: str, weights: Path | str | None = None,
@@ -407,9 +448,16 @@ def check_file(path: Path, model: str, weights: Path | str | None = None, num_cl
                data: Path | None = None, progress: bool = False) -> tuple[Artifact, ParityReport]:
     """Check an existing file (possibly not made by mvdeploy) against the PyTorch model and write
     <file>.parity.json beside it. The input size comes from the file; the classes from the file
-    unless `num_classes` says otherwise (a mismatch is a ShapeMismatchError, not a traceback)."""
+    unless `num_classes` says otherwise (a mismatch is a ShapeMismatchError, not a traceback). When an
+    earlier report of mvdeploy's beside it records the recipe, the int8 replica is rebuilt from it."""
     target, artifact, prepared = load_for_model(path, model, weights, num_classes)
+    recipe = recorded_recipe(path)
+    if recipe and recipe.get("converter"):
+        artifact = replace(artifact, converter=recipe["converter"])
     inputs = parity_inputs(prepared, data, progress=progress)
-    report = check_artifact(artifact, target, prepared, inputs)
+    calibration = None
+    if recipe and recipe.get("calibration") and target.needs_calibration(artifact.precision):
+        calibration = calibration_again(prepared, recipe["calibration"])
+    report = check_artifact(artifact, target, prepared, inputs, calibration=calibration, recipe=recipe)
     report.write(parity_path(path))
     return artifact, report

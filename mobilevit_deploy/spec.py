@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -144,6 +144,11 @@ class Calibration:
     samples: int
     skipped: int = 0              # unreadable files in the folder
     files: tuple[Path, ...] = ()  # the image files used (a folder source), so parity can avoid them
+    asked: dict | None = None     # calibration_for's arguments (calib_data, samples, seed): how to draw it again
+
+    def record(self) -> dict | None:
+        """What a parity report keeps so that `check` can calibrate the same way again (None: cannot)."""
+        return dict(self.asked) if self.asked is not None else None
 
     @property
     def synthetic(self) -> bool:
@@ -198,6 +203,7 @@ class Artifact:
     outputs: tuple[TensorSpec, ...]
     converter: str = ""
     notes: tuple[str, ...] = ()    # facts the reports must carry (e.g. "int8 calibrated on synthetic data")
+    replica: Any = field(default=None, compare=False, repr=False)   # the conversion's own replica.Replica, if any
 
     @property
     def size_bytes(self) -> int:

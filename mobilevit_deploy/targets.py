@@ -26,7 +26,9 @@ from torch import nn
 
 from .errors import (ArtifactError, CalibrationRequiredError, ConversionError, OptionsError, TargetUnavailableError,
                      UnknownNameError, UnknownTargetError, did_you_mean, first_line)
+from .parity.audit import StoredTensor
 from .parity.tolerances import Tolerance
+from .replica import Replica, not_reproduced
 from .runners.base import Runner
 from .spec import Artifact, Calibration, ExportSpec, Precision, ValidSpec
 
@@ -98,6 +100,8 @@ class BaseTarget:
     requires: tuple[str, ...] = ()              # importable modules the toolchain needs
     intermediates: Callable | None = None       # (artifact, module names, workdir) -> a debug.capture engine capture
     layer_quantizer: Callable | None = None     # () -> the PT2E quantizer of this target's int8 conversion
+    integrity: dict[Precision, Tolerance] = {}  # the bound against the replica, per precision it reproduces
+    weights_unread: str = "its weights are not read"    # why `stored_tensors` gives nothing, for the report
 
     def __init_subclass__(cls, **kwargs):
         """A target written for the old contract (its rules in `_check`) would have its rules skipped
@@ -128,6 +132,16 @@ class BaseTarget:
 
     def needs_calibration(self, precision: Precision) -> bool:
         return precision in self.calibrated
+
+    def replica(self, model: nn.Module, artifact: Artifact, calibration: Calibration | None) -> Replica:
+        """PyTorch computing what `artifact`'s precision computes (the fused `model`, the artifact's
+        converter, its calibration drawn again), for a file that exists; a conversion hands over its own
+        (`Artifact.replica`). Default: not reproduced."""
+        return not_reproduced(f"{self.name} {artifact.precision.value} is not reproduced in PyTorch")
+
+    def stored_tensors(self, artifact: Artifact) -> list[StoredTensor] | None:
+        """The file's weights for the weight audit (`parity.audit`); None when the format is not read."""
+        return None
 
     def validate(self, spec: ExportSpec) -> ValidSpec:
         """Every rule a spec must pass before any work, once; the ValidSpec it returns is what

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, ConversionError
+from ..parity.audit import StoredTensor
 from ..spec import Precision, TensorSpec, guess_layout
 from .flatbuffer import read_flatbuffer
 
@@ -129,6 +130,64 @@ def precision_of(facts: TfliteFacts, declared: str | None = None) -> Precision:
     if "FLOAT16" in facts.weight_types:
         return Precision.fp16
     return Precision.fp32
+
+
+# Constant tensors that hold numbers (not shapes or indices), as the weight audit reads them
+_FLOATS = {"FLOAT32": np.float32, "FLOAT16": np.float16}
+_QUANTIZED = {"INT8": (np.int8, "int8"), "INT32": (np.int32, "int32 bias"), "INT16": (np.int16, "int16")}
+
+
+def stored_tensors(path: Path) -> list[StoredTensor]:
+    """Every float constant and every quantized constant of subgraph 0, dequantized, with the most a
+    correct conversion may have moved each value: half a quantization step (scale / 2, per channel),
+    half an fp16 unit in the last place, fp32 rounding."""
+    return read_flatbuffer(path, b"TFL3", "a TFLite flatbuffer", _stored)
+
+
+def _stored(data: bytes) -> list[StoredTensor]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model, graph = _read_model(data)
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    out = []
+    for index, tensor in enumerate(graph.tensors):
+        raw = model.buffers[tensor.buffer].data if 0 < tensor.buffer < len(model.buffers) else None
+        kind = type_names.get(tensor.type, "")
+        if raw is None or len(raw) == 0 or not (kind in _FLOATS or kind in _QUANTIZED):
+            continue
+        shape = tuple(int(d) for d in tensor.shape) if tensor.shape is not None else ()
+        name = tensor.name.decode("utf-8", "replace") if isinstance(tensor.name, bytes) else (tensor.name or f"tensor_{index}")
+        if kind in _FLOATS:
+            values = np.frombuffer(bytes(raw), dtype=_FLOATS[kind]).reshape(shape)
+            out.append(StoredTensor(name, values.astype(np.float64), _float_bound(values), kind.lower()))
+            continue
+        q = tensor.quantization
+        if q is None or q.scale is None or len(q.scale) == 0:
+            continue                        # integers without a scale: shapes, indices, permutations
+        dtype, label = _QUANTIZED[kind]
+        integers = np.frombuffer(bytes(raw), dtype=dtype).reshape(shape).astype(np.float64)
+        scale, zero = _per_axis(np.asarray(q.scale, np.float64), np.asarray(q.zeroPoint, np.float64),
+                                q.quantizedDimension or 0, len(shape))
+        out.append(StoredTensor(name, (integers - zero) * scale, scale / 2, label))
+    return out
+
+
+def _per_axis(scale: np.ndarray, zero: np.ndarray, axis: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tensor or per-channel quantization parameters shaped to broadcast over the tensor."""
+    if scale.size == 1 or rank == 0:
+        return scale.reshape(()), (zero.reshape(()) if zero.size == 1 else np.zeros(()))
+    shape = [1] * rank
+    shape[axis] = scale.size
+    zero = zero if zero.size == scale.size else np.zeros(scale.size)
+    return scale.reshape(shape), zero.reshape(shape)
+
+
+def _float_bound(values: np.ndarray) -> np.ndarray:
+    """Half a unit in the last place of the stored type: the most rounding to it moves a value."""
+    magnitude = np.abs(values.astype(np.float64))
+    if values.dtype == np.float16:
+        return np.maximum(magnitude * 2.0 ** -11, 2.0 ** -25)
+    return magnitude * 2.0 ** -23 + 1e-12
 
 
 # ---------------------------------------------------------------------------------------------

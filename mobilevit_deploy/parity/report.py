@@ -22,6 +22,9 @@ class ParityReport:
     failures: list[str]
     weights: str                  # a path, or "random"
     notes: list[str] = field(default_factory=list)
+    integrity: dict | None = None  # the file against its replica: reference, metrics, tolerance, failures (or why not)
+    audit: dict | None = None      # the weight audit (parity.audit.Audit.to_dict)
+    recipe: dict | None = None     # how the file was made, for a later check: converter, calibration record
 
     @property
     def passed(self) -> bool:
@@ -34,6 +37,7 @@ class ParityReport:
             "passed": self.passed, "metrics": self.metrics.to_dict() if self.metrics else None,
             "tolerance": self.tolerance.to_dict(), "failures": self.failures,
             "weights": self.weights, "notes": self.notes,
+            "integrity": self.integrity, "audit": self.audit, "recipe": self.recipe,
         }
 
     def write(self, path: Path) -> Path:
@@ -46,6 +50,16 @@ def parity_path(artifact: Path) -> Path:
     """<artifact>.parity.json beside the artifact."""
     artifact = Path(artifact)
     return artifact.with_name(artifact.name + ".parity.json")
+
+
+def recorded_recipe(artifact: Path) -> dict | None:
+    """How mvdeploy made the file (converter, calibration), from the parity report beside it; None when
+    there is none or it does not say."""
+    try:
+        recipe = json.loads(parity_path(Path(artifact)).read_text()).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recipe if isinstance(recipe, dict) else None
 
 
 def declared_precision(artifact: Path) -> str | None:

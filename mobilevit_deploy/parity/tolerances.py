@@ -52,6 +52,10 @@ INT8 = Tolerance(cosine_min=0.98, sqnr_db=15.0, top1_agreement=0.95)
 WEIGHTS_8BIT = Tolerance(cosine_min=0.995, sqnr_db=20.0, top1_agreement=0.97)    # 8-bit / 6-bit weights, float activations
 WEIGHTS_LOWBIT = Tolerance(cosine_min=0.95, sqnr_db=10.0, top1_agreement=0.85)   # 4-bit weights, float activations
 
+# Integrity: a file against its replica (replica.py), PyTorch at the file's own precision.
+FP16_REPLICA = Tolerance(max_rel=3e-4, cosine_min=0.999999, sqnr_db=75.0)
+INT8_REPLICA = Tolerance(cosine_min=0.985, sqnr_db=22.0, top1_agreement=0.95)
+
 
 def tolerance_for(target, precision: Precision) -> Tolerance:
     """The bound `target` (anything with `name` and `tolerances`) declares for `precision`."""

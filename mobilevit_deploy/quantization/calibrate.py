@@ -59,3 +59,18 @@ def observe(observed: torch.nn.Module, calibration: Calibration, image_size: int
     if seen == 0:
         raise no_images()
     return seen
+
+
+def quantized_graph(module: torch.nn.Module, example: tuple, quantizer, calibration: Calibration,
+                    nhwc: bool = False, transform=lambda exported: exported,
+                    fold: bool = False) -> tuple[torch.fx.GraphModule, bool, int]:
+    """Static PT2E as every converter runs it: export (batch-dynamic where the model allows), observe with
+    `quantizer`, run the calibration through it, `convert_pt2e` (`fold`: weights stored quantized;
+    either way the graph runs in PyTorch as the file's replica). -> (quantized graph, batched?, images seen)"""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    graph, batched = calibration_graph(module, example, transform)
+    observed = prepare_pt2e(graph, quantizer)                   # the graph with observers, to calibrate
+    image_size = example[0].shape[2]                             # [1, 3, S, S] or [1, S, S, 3]
+    seen = observe(observed, calibration, image_size, batched, nhwc)
+    return convert_pt2e(observed, fold_quantize=fold), batched, seen

@@ -13,7 +13,7 @@ Where the lowering time goes (mobilevit_xxs): `to_edge_transform_and_lower` spen
 decompositions and edge passes over the whole graph, and half in XNNPACK's preprocess, which runs
 its ~17 passes once per delegated partition (each pass a fake-tensor re-trace). The graph broke into
 50 partitions at ops XNNPACK does not take: `expand` and `squeeze` from 4-D `matmul` and `unbind`.
-`_xnnpack_friendly` rewrites those two (exactly: bmm on 3-D reshapes, narrow + view) before
+`xnnpack_friendly` rewrites those two (exactly: bmm on 3-D reshapes, narrow + view) before
 lowering, so only LayerNorm and the last mean break it (23 partitions) and no copies run between them:
 lowering CPU time 31.6 s -> 23.9 s at 64x64. Turning off the edge IR validity check
 (`EdgeCompileConfig(_check_ir_validity=False)`) or dim-order ops (`_skip_dim_order=True`) made no
@@ -29,23 +29,26 @@ from torch import nn
 
 from mobilevit_deploy.chatter import quiet_chatter, tail
 from mobilevit_deploy.errors import ConversionError, MvDeployError, first_line
-from mobilevit_deploy.quantization.calibrate import calibration_graph, observe, source_note
+from mobilevit_deploy.quantization.calibrate import quantized_graph, source_note
+from mobilevit_deploy.replica import Replica
 from mobilevit_deploy.spec import Calibration, ExportSpec, Precision
 
 
-def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Calibration | None) -> list[str]:
-    """Write `out_path`; returns the notes the artifact carries."""
+def convert(model: nn.Module, spec: ExportSpec, out_path: Path,
+            calibration: Calibration | None) -> tuple[list[str], Replica | None]:
+    """Write `out_path`; returns the notes the artifact carries and, for int8, its replica (the PT2E graph
+    it lowered)."""
     with quiet_chatter() as chatter:
         try:
             example = (torch.zeros(spec.input_shape),)
-            exported, notes = RECIPES[spec.precision](model, example, calibration)
+            exported, notes, replica = RECIPES[spec.precision](model, example, calibration)
             Path(out_path).write_bytes(lower(exported, static_int8=spec.precision is Precision.int8).buffer)
         except MvDeployError:
             raise
         except Exception as e:
             raise ConversionError(f"executorch {spec.precision.value} conversion failed: "
                                   f"{type(e).__name__}: {first_line(e)}{tail(chatter())}") from None
-    return notes
+    return notes, replica
 
 
 def lower(exported: torch.export.ExportedProgram, static_int8: bool = False):
@@ -63,10 +66,10 @@ def lower(exported: torch.export.ExportedProgram, static_int8: bool = False):
 
 
 def _export(module: nn.Module, example: tuple) -> torch.export.ExportedProgram:
-    return _xnnpack_friendly(torch.export.export(module, example))
+    return xnnpack_friendly(torch.export.export(module, example))
 
 
-def _xnnpack_friendly(exported: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+def xnnpack_friendly(exported: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     """4-D matmul as bmm between reshapes, unbind as narrow + view: the same numbers in ops XNNPACK takes
     (the default decompositions give expand and squeeze copies, which split the delegate)."""
     aten = torch.ops.aten
@@ -99,7 +102,12 @@ def _xnnpack_friendly(exported: torch.export.ExportedProgram) -> torch.export.Ex
 
 
 def _fp32(model, example, calibration):
-    return _export(model, example), []
+    return _export(model, example), [], None
+
+
+def int8_quantizer():
+    """The quantizer of the static int8 recipe."""
+    return _quantizer(dynamic=False)
 
 
 def _quantizer(dynamic: bool):
@@ -114,14 +122,13 @@ def _quantizer(dynamic: bool):
 
 
 def _int8(model, example, calibration):
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    graph, batched = calibration_graph(model, example, _xnnpack_friendly)    # whole batches where it can
-    observed = prepare_pt2e(graph, _quantizer(dynamic=False))      # the graph with observers, to calibrate
-    seen = observe(observed, calibration, example[0].shape[2], batched)
-    quantized = torch.export.export(convert_pt2e(observed), example)
-    return quantized, [f"recipe int8: static PT2E with the XNNPACK quantizer (per-channel weights), calibrated on "
-                       f"{source_note(calibration, seen)}"]
+    quantized, batched, seen = quantized_graph(model, example, _quantizer(dynamic=False), calibration,
+                                               transform=xnnpack_friendly, fold=True)   # whole batches where it can
+    replica = Replica("the PT2E int8 graph lowered to XNNPACK (XNNPACK quantizer), run in PyTorch", quantized,
+                      batched=batched)
+    return (torch.export.export(quantized, example),
+            [f"recipe int8: static PT2E with the XNNPACK quantizer (per-channel weights), calibrated on "
+             f"{source_note(calibration, seen)}"], replica)
 
 
 def _int8_dynamic(model, example, calibration):
@@ -131,10 +138,10 @@ def _int8_dynamic(model, example, calibration):
     with torch.no_grad():
         observed(*example)
     quantized = torch.export.export(convert_pt2e(observed), example)
-    return quantized, ["int8-dynamic: int8 per-channel weights, activations quantized at run time; float32 I/O"]
+    return quantized, ["int8-dynamic: int8 per-channel weights, activations quantized at run time; float32 I/O"], None
 
 
-# precision -> recipe(model, example inputs, calibration) -> (exported program, notes)
+# precision -> recipe(model, example inputs, calibration) -> (exported program, notes, replica or None)
 RECIPES: dict[Precision, Callable] = {
     Precision.fp32: _fp32,
     Precision.int8: _int8,

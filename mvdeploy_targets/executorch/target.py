@@ -7,13 +7,15 @@ which ops it left to ExecuTorch's portable kernels (the artifact notes say both)
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from pathlib import Path
 
 from torch import nn
 
 from mobilevit_deploy.errors import ArtifactError, ConversionError
 from mobilevit_deploy.formats.pte import PteFacts, precision_of, read_pte
-from mobilevit_deploy.parity.tolerances import FP32, INT8
+from mobilevit_deploy.parity.tolerances import FP32, INT8, INT8_REPLICA
+from mobilevit_deploy.replica import Replica, int8_graph, not_reproduced
 from mobilevit_deploy.runners.executorch import ExecuTorchRunner
 from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Layout, Precision
 from mobilevit_deploy.targets import BaseTarget
@@ -34,6 +36,8 @@ class ExecuTorchTarget(BaseTarget):
     Options = ExecuTorchOptions
     calibrated = (Precision.int8,)
     tolerances = {Precision.fp32: FP32, Precision.int8: INT8, Precision.int8_dynamic: INT8}
+    integrity = {Precision.int8: INT8_REPLICA}
+    weights_unread = "the XNNPACK delegate packs a .pte's weights in its own blob, which is not read"
     requires = ("executorch", "torchao")
 
     def _validate(self, spec: ExportSpec) -> None:
@@ -45,8 +49,23 @@ class ExecuTorchTarget(BaseTarget):
                 calibration: Calibration | None = None) -> Artifact:
         spec = self.validated(spec, calibration)
         out_path = Path(out_path)
-        notes = export.convert(model.eval(), spec, out_path, calibration)
-        return _describe(out_path, read_pte(out_path), spec.precision, self.converters[0], notes)
+        notes, replica = export.convert(model.eval(), spec, out_path, calibration)
+        artifact = _describe(out_path, read_pte(out_path), spec.precision, self.converters[0], notes)
+        return replace(artifact, replica=replica or self.replica(model, artifact, calibration))
+
+    def replica(self, model: nn.Module, artifact: Artifact, calibration: Calibration | None) -> Replica:
+        """int8: the PT2E graph of the XNNPACK quantizer, calibrated again on the recorded images."""
+        if artifact.precision is not Precision.int8:
+            return not_reproduced(f"executorch {artifact.precision.value}: "
+                                  + ("the accuracy comparison is already at the file's precision"
+                                     if artifact.precision is Precision.fp32 else
+                                     "activations quantized at run time are not reproduced"))
+        if calibration is None:
+            return not_reproduced("the int8 recipe's calibration is unknown (no parity report of mvdeploy's "
+                                  "beside the file records it)")
+        return int8_graph(model, export.int8_quantizer(), calibration, artifact.inputs[0].image_size,
+                          f"the PT2E int8 graph of the XNNPACK quantizer, calibrated again on {calibration.source} "
+                          f"({calibration.samples} images), run in PyTorch", transform=export.xnnpack_friendly)
 
     def load(self, path: Path, precision: Precision | None = None) -> Artifact:
         """Describe a .pte from the file itself; `precision` (default: read from its tensor types)."""

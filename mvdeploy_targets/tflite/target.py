@@ -19,9 +19,11 @@ from torch import nn
 
 from mobilevit_deploy.debug.capture import LiteRTCapture
 from mobilevit_deploy.errors import ArtifactError, ConversionError, TargetUnavailableError
-from mobilevit_deploy.formats.tflite import TfliteFacts, precision_of, read_tflite, refuse_custom_ops
+from mobilevit_deploy.formats.tflite import TfliteFacts, precision_of, read_tflite, refuse_custom_ops, stored_tensors
+from mobilevit_deploy.parity.audit import StoredTensor
 from mobilevit_deploy.parity.report import declared_precision
-from mobilevit_deploy.parity.tolerances import FP16, FP32, INT8
+from mobilevit_deploy.parity.tolerances import FP16, FP16_REPLICA, FP32, INT8, INT8_REPLICA
+from mobilevit_deploy.replica import Replica, fp16_weights, int8_graph, not_reproduced
 from mobilevit_deploy.runners.litert import LiteRTRunner
 from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Precision
 from mobilevit_deploy.targets import BaseTarget
@@ -30,8 +32,8 @@ from . import litert_torch, onnx2tf
 
 DYNAMIC_MIN_COSINE = 0.9          # below this an int8-dynamic file does not follow the model at all
 
-# converter name -> backend(model, spec, out_path, calibration) -> notes; the first is the default
-CONVERTERS: dict[str, Callable[[nn.Module, ExportSpec, Path, Calibration | None], list[str]]] = {
+# converter name -> backend(model, spec, out_path, calibration) -> (notes, replica or None); the first is the default
+CONVERTERS: dict[str, Callable[[nn.Module, ExportSpec, Path, Calibration | None], tuple[list[str], Replica | None]]] = {
     "litert-torch": litert_torch.convert,
     "onnx2tf": onnx2tf.convert,
 }
@@ -52,6 +54,7 @@ class TFLiteTarget(BaseTarget):
     int8_io_precisions = (Precision.int8, Precision.int8_static)
     tolerances = {Precision.fp32: FP32, Precision.fp16: FP16, Precision.int8: INT8,
                   Precision.int8_static: INT8, Precision.int8_dynamic: INT8}
+    integrity = {Precision.fp16: FP16_REPLICA, Precision.int8: INT8_REPLICA, Precision.int8_static: INT8_REPLICA}
     requires = ("ai_edge_litert", "litert_torch", "torchao")
     intermediates = LiteRTCapture
 
@@ -69,7 +72,7 @@ class TFLiteTarget(BaseTarget):
         converter = spec.converter or self.converters[0]
         out_path = Path(out_path)
         model = model.eval()
-        notes = CONVERTERS[converter](model, spec, out_path, calibration)
+        notes, replica = CONVERTERS[converter](model, spec, out_path, calibration)
         facts = read_tflite(out_path)
         try:
             refuse_custom_ops(out_path, facts)
@@ -79,7 +82,32 @@ class TFLiteTarget(BaseTarget):
         artifact = _describe(out_path, facts, spec.precision, converter, notes)
         if spec.precision is Precision.int8_dynamic:
             self._refuse_degenerate(artifact, model, converter)
-        return replace(artifact, notes=(*artifact.notes, delegation_note(artifact)))
+        artifact = replace(artifact, notes=(*artifact.notes, delegation_note(artifact)))
+        return replace(artifact, replica=replica or self.replica(model, artifact, calibration))
+
+    def replica(self, model: nn.Module, artifact: Artifact, calibration: Calibration | None) -> Replica:
+        """fp16: the model with fp16-rounded conv/linear weights (any converter stores them so). int8 and
+        int8-static of litert-torch: its PT2E graph, calibrated again on the recorded images."""
+        precision, converter = artifact.precision, artifact.converter or self.converters[0]
+        if precision is Precision.fp16:
+            return fp16_weights(model)
+        if precision not in (Precision.int8, Precision.int8_static):
+            return not_reproduced(f"tflite {precision.value}: "
+                                  + ("the accuracy comparison is already at the file's precision"
+                                     if precision is Precision.fp32 else "activations quantized at run time are not reproduced"))
+        if converter != "litert-torch":
+            return not_reproduced(f"tflite {precision.value} by {converter}: TensorFlow's converter quantizes it; "
+                                  "its int8 graph is not reproduced")
+        if calibration is None:
+            return not_reproduced("the int8 recipe's calibration is unknown (no parity report of mvdeploy's "
+                                  "beside the file records it)")
+        module = litert_torch.recipe_module(model, precision)
+        return int8_graph(module, litert_torch.int8_quantizer(), calibration, artifact.inputs[0].image_size,
+                          f"the PT2E int8 graph of litert-torch's {precision.value} recipe, calibrated again on "
+                          f"{calibration.source} ({calibration.samples} images), run in PyTorch")
+
+    def stored_tensors(self, artifact: Artifact) -> list[StoredTensor]:
+        return stored_tensors(artifact.path)
 
     def load(self, path: Path, precision: Precision | None = None) -> Artifact:
         """Describe a .tflite from the file itself; `precision` (default: read from the tensor types, and
