@@ -278,7 +278,16 @@ def _audit(artifact: Artifact, target: Target, exported: nn.Module) -> Audit:
         return not_read(target.weights_unread)
     params = {name: value.detach().float().numpy() for name, value in exported.state_dict().items()
               if value.is_floating_point()}
-    return audit(stored, with_folded_norms(params))
+    return audit(stored, with_folded_norms(params), norm_epsilons(exported) if target.keeps_epsilons else None)
+
+
+def norm_epsilons(model: nn.Module) -> dict[float, list[str]]:
+    """Each LayerNorm / GroupNorm epsilon of the model -> the modules that use it."""
+    out: dict[float, list[str]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            out.setdefault(float(module.eps), []).append(name)
+    return out
 
 
 @dataclass

@@ -102,6 +102,7 @@ class BaseTarget:
     layer_quantizer: Callable | None = None     # () -> the PT2E quantizer of this target's int8 conversion
     integrity: dict[Precision, Tolerance] = {}  # the bound against the replica, per precision it reproduces
     weights_unread: str = "its weights are not read"    # why `stored_tensors` gives nothing, for the report
+    keeps_epsilons: bool = False                # its files keep each norm epsilon as a scalar constant (audited)
 
     def __init_subclass__(cls, **kwargs):
         """A target written for the old contract (its rules in `_check`) would have its rules skipped

@@ -13,9 +13,10 @@ one to a parameter of the fused PyTorch model (the model the converter was given
 
 A matched tensor outside its bound fails the audit, named with the parameter's module. Tensors matched
 to nothing (constants the converter computed: shapes, masks, gathered position biases) are counted.
-What it cannot see: arithmetic constants that are not parameters (a LayerNorm epsilon, a scale folded
-into an op), and any change small enough to stay within the rounding bound. The integrity comparison
-covers those.
+Normalization epsilons are checked apart: each must be among the file's scalar constants (where the
+converter keeps them as constants). What it cannot see: other arithmetic constants (a scale folded into
+an op, an attention mask), computed tensors it cannot match, and any change within the rounding bound.
+The integrity comparison covers those.
 """
 from __future__ import annotations
 
@@ -81,8 +82,11 @@ def not_read(why: str) -> Audit:
     return Audit(not_read=why)
 
 
-def audit(stored: list[StoredTensor], params: dict[str, np.ndarray | Folded]) -> Audit:
-    """Match every stored tensor (two values or more) to a parameter and compare within its bound."""
+def audit(stored: list[StoredTensor], params: dict[str, np.ndarray | Folded],
+          epsilons: dict[float, list[str]] | None = None) -> Audit:
+    """Match every stored tensor (two values or more) to a parameter and compare within its bound; each
+    normalization epsilon of the model (`epsilons`: value -> its modules) must be among the file's
+    float scalar constants, as converters that decompose a norm store it (pass None where they do not)."""
     tensors = [t for t in stored if t.values.size >= 2]
     values = {name: p.values if isinstance(p, Folded) else p for name, p in params.items()}
     pool = {name: np.asarray(v, dtype=np.float64) for name, v in values.items() if np.size(v) >= 2}
@@ -115,6 +119,12 @@ def audit(stored: list[StoredTensor], params: dict[str, np.ndarray | Folded]) ->
             result.failures.append(_failure(name, t, excess))
         else:
             result.worst = max(result.worst, worst)
+    scalars = {float(np.float32(t.values.reshape(-1)[0])) for t in stored
+               if t.values.size == 1 and t.kind in ("float32", "float16")}
+    for eps, modules in (epsilons or {}).items():
+        if float(np.float32(eps)) not in scalars and float(np.float16(eps)) not in scalars:
+            result.failures.append(f"the normalization epsilon {eps:g} of {len(modules)} module(s) ({modules[0]}, ...) "
+                                   f"is not among the file's scalar constants")
     if len(result.failures) > SHOWN:
         result.failures = [*result.failures[:SHOWN], f"... and {len(result.failures) - SHOWN} more tensors"]
     return result
@@ -180,19 +190,25 @@ def _arrangements(param: np.ndarray, shape: tuple[int, ...]):
 
 def _pair_leftovers(tensors, pool, by_size, matches) -> None:
     """Stored tensors nothing matched by value, paired with parameters nothing matched: by the module
-    the tensor's name carries, else when exactly one such parameter of that shape is left."""
-    taken = {name for name, _ in matches.values()}
-    left = [i for i in range(len(tensors)) if i not in matches]
-    free = {size: [n for n in names if n not in taken] for size, names in by_size.items()}
-    for i in left:
+    the tensor's name carries, else when the parameters left of its shape are all one parameter (with
+    or without a norm folded in); the nearest of those. Ambiguity leaves the tensor unmatched."""
+    taken = {_plain(name) for name, _ in matches.values()}
+    for i in [i for i in range(len(tensors)) if i not in matches]:
         t = tensors[i]
-        candidates = [(n, a) for n in free.get(t.values.size, ()) for a in itertools.islice(
-            _arrangements(pool[n], t.values.shape), 1)]
+        candidates = [(n, a) for n in by_size.get(t.values.size, ()) if _plain(n) not in taken
+                      for a in _arrangements(pool[n], t.values.shape)]
         named = [(n, a) for n, a in candidates if _names_module(t.name, module_of(n))]
-        pick = named if len(named) == 1 else candidates if len(candidates) == 1 else []
-        if pick:
-            matches[i] = pick[0]
-            free[t.values.size].remove(pick[0][0])
+        for group in (named, candidates):
+            if group and len({_plain(n) for n, _ in group}) == 1:
+                matches[i] = min(group, key=lambda c: _distance(t.values, c[1]))
+                taken.add(_plain(matches[i][0]))
+                break
+
+
+def _plain(param: str) -> str:
+    """'a.fc1 (+norm2 folded).bias' -> 'a.fc1.bias': the parameter a folded variant is made of."""
+    head, _, tail = param.partition(" (+")
+    return head + ("." + tail.rsplit(".", 1)[-1] if tail else "")
 
 
 def _names_module(stored_name: str, module: str) -> bool:

@@ -54,6 +54,7 @@ class TFLiteTarget(BaseTarget):
     int8_io_precisions = (Precision.int8, Precision.int8_static)
     tolerances = {Precision.fp32: FP32, Precision.fp16: FP16, Precision.int8: INT8,
                   Precision.int8_static: INT8, Precision.int8_dynamic: INT8}
+    keeps_epsilons = True          # litert-torch and onnx2tf decompose LayerNorm: its epsilon is a constant
     integrity = {Precision.fp16: FP16_REPLICA, Precision.int8: INT8_REPLICA, Precision.int8_static: INT8_REPLICA}
     requires = ("ai_edge_litert", "litert_torch", "torchao")
     intermediates = LiteRTCapture
