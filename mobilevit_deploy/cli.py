@@ -57,7 +57,10 @@ def _parity_table() -> Table:
     return table
 
 
-def _print_failures(report) -> None:
+def _print_proof(report) -> None:
+    if report is not None:
+        for line in report.proof_lines():
+            console.print(f"  {_shown(Path(report.artifact).name)}: {_escape(line)}", highlight=False, soft_wrap=True)
     if report is not None and not report.passed:
         for line in report.failures:
             err_console.print(f"  [red]{_shown(Path(report.artifact).name)}[/]: {_escape(line)}", highlight=False)
@@ -166,8 +169,9 @@ def _show_conversion(run) -> None:
                       highlight=False)
     if not prepared.trained:
         console.print("[yellow]weights are random[/]: parity on random weights is a weak test; pass --weights and --data")
+    for result in run.results:
+        _print_proof(result.report)
     for report in run.failed:
-        _print_failures(report)
         err_console.print(f"  failed parity: kept for inspection as {_shown(report.artifact)}; "
                           "a file already in --out was left as it was", highlight=False, soft_wrap=True)
 
@@ -194,7 +198,7 @@ def check(
     against = (f"report: {_shown(checked.parity_json)}" if checked.parity_json is not None else
                f"against {report.reference}; {'; '.join(report.notes)}")
     console.print(f"engine: {report.engine}; {against}", highlight=False)
-    _print_failures(report)
+    _print_proof(report)
     if not report.passed:
         if save_golden is not None and golden is None:
             err_console.print("  no golden outputs saved: the file failed its check", highlight=False)

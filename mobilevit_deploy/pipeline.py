@@ -28,10 +28,11 @@ from .errors import (ArtifactError, DataError, InputSizeError, InvalidValueError
                      first_line)
 from .fusion import fuse
 from .models import create_model, model_config
+from .models.layers import fuse_conv_bn
 from .models.weights import load_weights
 from .outputs import ensure_folder, move_into_place, require_writable_folder, staging
 from .parity import ParityReport, compare, parity_path, tolerance_for
-from .parity.audit import Audit, audit, not_read, with_folded_norms
+from .parity.audit import FOLD_ROUNDING, Audit, Folded, audit, not_read, with_folded_norms
 from .parity.report import recorded_recipe
 from .runners.torch import TorchRunner
 from .spec import (Artifact, Calibration, ExportSpec, Layout, Precision, Preprocess, ValidSpec, parse_choice,
@@ -276,9 +277,28 @@ def _audit(artifact: Artifact, target: Target, exported: nn.Module) -> Audit:
     stored = target.stored_tensors(artifact)
     if stored is None:
         return not_read(target.weights_unread)
-    params = {name: value.detach().float().numpy() for name, value in exported.state_dict().items()
-              if value.is_floating_point()}
-    return audit(stored, with_folded_norms(params), norm_epsilons(exported) if target.keeps_epsilons else None)
+    return audit(stored, with_folded_norms(audited_parameters(exported)),
+                 norm_epsilons(exported) if target.keeps_epsilons else None)
+
+
+def audited_parameters(model: nn.Module) -> dict[str, np.ndarray | Folded]:
+    """The model's float parameters and buffers, plus each Conv2d -> BatchNorm2d pair that `fuse` leaves
+    (a user's plain nn.Sequential) folded as a converter folds it: '<conv> (+BatchNorm folded).weight'."""
+    params: dict[str, np.ndarray | Folded] = {name: value.detach().float().numpy()
+                                              for name, value in model.state_dict().items() if value.is_floating_point()}
+    for prefix, module in model.named_modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.named_children())
+        for (name, conv), (_, norm) in zip(children, children[1:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.running_var is not None:
+                folded = fuse_conv_bn(conv, norm)
+                label = f"{prefix}.{name}" if prefix else name
+                bias = folded.bias.detach().double().numpy()
+                params[f"{label} (+BatchNorm folded).weight"] = folded.weight.detach().double().numpy()
+                params[f"{label} (+BatchNorm folded).bias"] = Folded(bias, FOLD_ROUNDING * (
+                    np.abs(norm.bias.detach().double().numpy()) + np.abs(bias)))
+    return params
 
 
 def norm_epsilons(model: nn.Module) -> dict[float, list[str]]:

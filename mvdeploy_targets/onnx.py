@@ -9,7 +9,8 @@ from torch import nn
 
 from mobilevit_deploy.debug.capture import OnnxCapture
 from mobilevit_deploy.errors import ConversionError, first_line
-from mobilevit_deploy.formats.onnx import read_io
+from mobilevit_deploy.formats.onnx import read_io, stored_tensors
+from mobilevit_deploy.parity.audit import StoredTensor
 from mobilevit_deploy.parity.tolerances import FP32
 from mobilevit_deploy.runners.base import Runner
 from mobilevit_deploy.runners.onnxruntime import OnnxRuntimeRunner
@@ -47,6 +48,9 @@ class OnnxTarget(BaseTarget):
     def load(self, path: Path, precision: Precision | None = None) -> Artifact:
         inputs, outputs = read_io(Path(path))
         return Artifact(Path(path), self.name, precision or Precision.fp32, inputs, outputs, converter="torch.onnx")
+
+    def stored_tensors(self, artifact: Artifact) -> list[StoredTensor]:
+        return stored_tensors(artifact.path)
 
     def runner(self, artifact: Artifact, **engine_options) -> Runner:
         return OnnxRuntimeRunner(artifact, **engine_options)

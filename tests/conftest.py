@@ -38,8 +38,9 @@ UNIT = {"test_compare", "test_data", "test_fusion", "test_weights", "test_models
 # other worker idles (measured on this 2-core machine: the matrix's ExecuTorch and int8 cases take minutes,
 # then these files, longest first; every other file follows in collection order).
 # test_executorch comes after the long files: its report test reads the matrix's ExecuTorch int8 file, and
-# handed out early it waited 248 s on that file's lock while the other worker converted it.
-LONGEST_FIRST = ["test_matrix", "test_bundle", "test_hardening", "test_scale", "test_tflite", "test_cli",
+# handed out early it waited 248 s on that file's lock while the other worker converted it; test_integrity
+# (the matrix's TFLite fp16/int8 and ExecuTorch int8 files) comes after the first long files for that reason.
+LONGEST_FIRST = ["test_matrix", "test_bundle", "test_hardening", "test_scale", "test_integrity", "test_tflite", "test_cli",
                  "test_debug", "test_coreml", "test_foreign_weights", "test_executorch", "test_diagnose", "test_mil"]
 
 

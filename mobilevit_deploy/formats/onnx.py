@@ -1,9 +1,12 @@
-"""The .onnx format: read a file's image input and outputs as TensorSpecs (no weights loaded)."""
+"""The .onnx format: read a file's image input and outputs as TensorSpecs, and its weights for the audit."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ArtifactError, first_line
+from ..parity.audit import StoredTensor, rounding_bound
 from ..spec import TensorSpec, guess_layout
 
 
@@ -54,3 +57,24 @@ def with_intermediate_outputs(path: Path, out_path: Path) -> dict[str, tuple[str
     except Exception as e:
         raise ArtifactError(f"cannot write a debug copy of {path}: {first_line(e)}") from None
     return producers
+
+
+def stored_tensors(path: Path) -> list[StoredTensor]:
+    """Every float initializer and float Constant node, with the rounding of its type as the bound
+    (fp32: exact up to a converter's own float arithmetic; fp16: half a unit in the last place)."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as e:
+        raise ArtifactError(f"cannot read ONNX file {path}: {first_line(e)}") from None
+    tensors = list(graph.initializer) + [a.t for node in graph.node if node.op_type == "Constant"
+                                         for a in node.attribute if a.name == "value"]
+    out = []
+    for tensor in tensors:
+        values = numpy_helper.to_array(tensor)
+        if values.dtype not in (np.float32, np.float16):
+            continue
+        out.append(StoredTensor(tensor.name, values.astype(np.float64), rounding_bound(values), str(values.dtype)))
+    return out

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, ConversionError
-from ..parity.audit import StoredTensor
+from ..parity.audit import StoredTensor, rounding_bound
 from ..spec import Precision, TensorSpec, guess_layout
 from .flatbuffer import read_flatbuffer
 
@@ -159,7 +159,7 @@ def _stored(data: bytes) -> list[StoredTensor]:
         name = tensor.name.decode("utf-8", "replace") if isinstance(tensor.name, bytes) else (tensor.name or f"tensor_{index}")
         if kind in _FLOATS:
             values = np.frombuffer(bytes(raw), dtype=_FLOATS[kind]).reshape(shape)
-            out.append(StoredTensor(name, values.astype(np.float64), _float_bound(values), kind.lower()))
+            out.append(StoredTensor(name, values.astype(np.float64), rounding_bound(values), kind.lower()))
             continue
         q = tensor.quantization
         if q is None or q.scale is None or len(q.scale) == 0:
@@ -180,14 +180,6 @@ def _per_axis(scale: np.ndarray, zero: np.ndarray, axis: int, rank: int) -> tupl
     shape[axis] = scale.size
     zero = zero if zero.size == scale.size else np.zeros(scale.size)
     return scale.reshape(shape), zero.reshape(shape)
-
-
-def _float_bound(values: np.ndarray) -> np.ndarray:
-    """Half a unit in the last place of the stored type: the most rounding to it moves a value."""
-    magnitude = np.abs(values.astype(np.float64))
-    if values.dtype == np.float16:
-        return np.maximum(magnitude * 2.0 ** -11, 2.0 ** -25)
-    return magnitude * 2.0 ** -23 + 1e-12
 
 
 # ---------------------------------------------------------------------------------------------

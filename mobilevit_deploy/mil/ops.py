@@ -471,7 +471,7 @@ def _upsample_nearest(a: Args) -> np.ndarray:
 
 # ---------------------------------------------------------------- quantization and compressed constants
 
-def _per_axis(param: np.ndarray, rank: int, axis: int | None) -> np.ndarray:
+def per_axis(param: np.ndarray, rank: int, axis: int | None) -> np.ndarray:
     """A scalar or [D] quantization parameter shaped to broadcast along `axis` of a rank-`rank` tensor."""
     param = np.asarray(param)
     if param.ndim == rank or param.ndim == 0:
@@ -484,8 +484,8 @@ def _per_axis(param: np.ndarray, rank: int, axis: int | None) -> np.ndarray:
 def _quantize(a: Args) -> np.ndarray:
     x = a["input"]
     axis = a.int("axis")
-    scale = _per_axis(a["scale"], x.ndim, axis).astype(np.float32)
-    zero_point = _per_axis(a.get("zero_point", 0), x.ndim, axis).astype(np.float32)
+    scale = per_axis(a["scale"], x.ndim, axis).astype(np.float32)
+    zero_point = per_axis(a.get("zero_point", 0), x.ndim, axis).astype(np.float32)
     dtype = NUMPY_BY_NAME[str(a["output_dtype"])]
     info = np.iinfo(dtype)
     return np.clip(np.rint(x / scale) + zero_point, info.min, info.max).astype(dtype)
@@ -494,20 +494,20 @@ def _quantize(a: Args) -> np.ndarray:
 def _dequantize(a: Args) -> np.ndarray:
     q = np.asarray(a["input"])
     axis = a.int("axis")
-    scale = _per_axis(a["scale"], q.ndim, axis).astype(np.float32)
-    zero_point = _per_axis(a.get("zero_point", 0), q.ndim, axis).astype(np.float32)
+    scale = per_axis(a["scale"], q.ndim, axis).astype(np.float32)
+    zero_point = per_axis(a.get("zero_point", 0), q.ndim, axis).astype(np.float32)
     return (q.astype(np.float32) - zero_point) * scale
 
 
 def _affine_dequantize(a: Args) -> np.ndarray:
     q = np.asarray(a["quantized_data"])
     axis = a.int("axis", 0)
-    scale = _per_axis(a["scale"], q.ndim, axis).astype(np.float32)
-    zero_point = _per_axis(a["zero_point"], q.ndim, axis).astype(np.float32)
+    scale = per_axis(a["scale"], q.ndim, axis).astype(np.float32)
+    zero_point = per_axis(a["zero_point"], q.ndim, axis).astype(np.float32)
     return (q.astype(np.float32) - zero_point) * scale
 
 
-def _repeat_blocks(param: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def repeat_blocks(param: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Expand a per-block parameter (one value per block along each dim) to the full data shape."""
     for axis, size in enumerate(shape):
         if param.shape[axis] != size:
@@ -517,10 +517,10 @@ def _repeat_blocks(param: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def _blockwise_shift_scale(a: Args) -> np.ndarray:
     data = np.asarray(a["data"]).astype(np.float32)
-    scale = _repeat_blocks(np.asarray(a["scale"], dtype=np.float32), data.shape)
+    scale = repeat_blocks(np.asarray(a["scale"], dtype=np.float32), data.shape)
     offset = a.get("offset")
     if offset is not None:
-        data = data - _repeat_blocks(np.asarray(offset).astype(np.float32), data.shape)
+        data = data - repeat_blocks(np.asarray(offset).astype(np.float32), data.shape)
     return data * scale
 
 
@@ -546,7 +546,7 @@ def _lut_to_dense_ios18(a: Args) -> np.ndarray:
         vector_axis %= indices.ndim
         indices = np.swapaxes(indices, -1, vector_axis)
         lut = np.swapaxes(lut, -3, vector_axis)
-    palettes = _repeat_blocks(lut, indices.shape + lut.shape[-2:])        # [*indices.shape, P, V]
+    palettes = repeat_blocks(lut, indices.shape + lut.shape[-2:])        # [*indices.shape, P, V]
     flat = palettes.reshape(-1, lut.shape[-2], vector_size)[np.arange(indices.size), indices.ravel()]
     out = flat.reshape(indices.shape[:-1] + (indices.shape[-1] * vector_size,))
     return np.swapaxes(out, -1, vector_axis) if vector_size > 1 else out

@@ -78,6 +78,18 @@ class Audit:
                 f"(worst at {self.worst:.2f} of its bound); {len(self.unmatched)} unmatched (computed constants)")
 
 
+def rounding_bound(values: np.ndarray) -> np.ndarray:
+    """fp16: one unit in the last place: rounding to fp16 moves a value by half a unit, and a converter that
+    computes a weight in fp32 first (folds, fusions) can land on the neighbour (coremltools, measured: 1 of
+    240 values of one bias at 1.4 half-units). fp32: 8 units in the last place plus 1/4 unit of the
+    tensor's largest value, as a converter that folds BatchNorm itself in fp32 lands a few units from our
+    float64 fold (more on a bias, where the fold's terms cancel)."""
+    magnitude = np.abs(values.astype(np.float64))
+    if values.dtype == np.float16:
+        return np.maximum(magnitude * 2.0 ** -10, 2.0 ** -24)
+    return magnitude * 2.0 ** -20 + (magnitude.max() if magnitude.size else 0.0) * 2.0 ** -22 + 1e-12
+
+
 def not_read(why: str) -> Audit:
     return Audit(not_read=why)
 
@@ -130,14 +142,15 @@ def audit(stored: list[StoredTensor], params: dict[str, np.ndarray | Folded],
     return result
 
 
-def with_folded_norms(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def with_folded_norms(params: dict[str, np.ndarray | Folded]) -> dict[str, np.ndarray | Folded]:
     """`params` plus what converters store when they fold a normalization's affine into the linear layer
     after it (litert-torch does, for LayerNorm -> Linear): for each norm (a module whose only parameters
     are a 1-D weight and bias) and each linear layer under the norm's parent taking the norm's width,
     `W * gamma` and `b + W @ beta`, named '<linear> (+<norm> folded).weight' / '.bias'."""
     modules: dict[str, dict[str, np.ndarray]] = {}
     for name, value in params.items():
-        modules.setdefault(module_of(name), {})[name.rsplit(".", 1)[-1]] = np.asarray(value, np.float64)
+        if not isinstance(value, Folded):              # already computed: not folded again
+            modules.setdefault(module_of(name), {})[name.rsplit(".", 1)[-1]] = np.asarray(value, np.float64)
     norms = {m: p for m, p in modules.items()
              if set(p) == {"weight", "bias"} and p["weight"].ndim == 1 and p["bias"].shape == p["weight"].shape}
     out = dict(params)
@@ -164,8 +177,9 @@ def _failure(param: str, t: StoredTensor, excess: np.ndarray) -> str:
     off = int(np.count_nonzero(excess > 1.0))
     worst = float(excess.max())
     how = "non-finite values" if not np.isfinite(worst) else f"up to {worst:.1f}x its bound"
+    where = "/".join(t.name.split(";")[-2 if t.name.endswith(";") else -1].split("/")[-2:])
     return (f"{param} (module {module_of(param)}): {off} of {excess.size} stored {t.kind} values off, {how} "
-            f"(file tensor {t.name!r})")
+            f"(file tensor ...{where[-80:]})")
 
 
 def _distance(stored: np.ndarray, param: np.ndarray) -> float:
@@ -191,14 +205,17 @@ def _arrangements(param: np.ndarray, shape: tuple[int, ...]):
 def _pair_leftovers(tensors, pool, by_size, matches) -> None:
     """Stored tensors nothing matched by value, paired with parameters nothing matched: by the module
     the tensor's name carries, else when the parameters left of its shape are all one parameter (with
-    or without a norm folded in); the nearest of those. Ambiguity leaves the tensor unmatched."""
+    or without a norm folded in); the nearest of those. Ambiguity leaves the tensor unmatched. By shape
+    alone, a variant that exists only folded (the bias a fold gives a bias-free layer) is never taken: a
+    converter that does not fold stores zeros there (coremltools, for swin's patch merging)."""
     taken = {_plain(name) for name, _ in matches.values()}
     for i in [i for i in range(len(tensors)) if i not in matches]:
         t = tensors[i]
         candidates = [(n, a) for n in by_size.get(t.values.size, ()) if _plain(n) not in taken
                       for a in _arrangements(pool[n], t.values.shape)]
         named = [(n, a) for n, a in candidates if _names_module(t.name, module_of(n))]
-        for group in (named, candidates):
+        shaped = [(n, a) for n, a in candidates if _plain(n) in pool]
+        for group in (named, shaped):
             if group and len({_plain(n) for n, _ in group}) == 1:
                 matches[i] = min(group, key=lambda c: _distance(t.values, c[1]))
                 taken.add(_plain(matches[i][0]))

@@ -40,10 +40,34 @@ class ParityReport:
             "integrity": self.integrity, "audit": self.audit, "recipe": self.recipe,
         }
 
+    def proof_lines(self) -> list[str]:
+        """What the integrity comparison and the weight audit found, one line each, for the terminal."""
+        lines = []
+        if self.integrity is not None:
+            if self.integrity.get("checked"):
+                m, bound = self.integrity["metrics"], self.integrity["tolerance"]
+                verdict = "FAIL" if self.integrity["failures"] else "pass"
+                lines.append(f"integrity {verdict}: against {self.integrity['reference']}: max_rel {m['max_rel']:.3g}, "
+                             f"cosine_min {m['cosine_min']:.6f}, SQNR {m['sqnr_db']:.1f} dB (bound {_bound(bound)})")
+            else:
+                lines.append(f"integrity not checked: {self.integrity['why']}")
+        if self.audit is not None:
+            a = self.audit
+            lines.append(f"weights not audited: {a['why']}" if not a.get("read") else
+                         f"weights {'FAIL' if a['failures'] else 'pass'}: {a['matched']} of {a['stored']} stored tensors "
+                         f"matched to the model's parameters, {len(a['failures'])} outside their rounding bound; "
+                         f"{a['unmatched']} unmatched (constants the converter computed)")
+        return lines
+
     def write(self, path: Path) -> Path:
         from ..outputs import write_text_atomic
         write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
         return Path(path)
+
+
+def _bound(tolerance: dict) -> str:
+    names = {"max_rel": "max_rel <=", "cosine_min": "cosine >=", "sqnr_db": "SQNR >=", "top1_agreement": "top-1 >="}
+    return ", ".join(f"{names[k]} {v:g}" for k, v in tolerance.items())
 
 
 def parity_path(artifact: Path) -> Path:

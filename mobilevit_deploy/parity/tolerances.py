@@ -52,9 +52,17 @@ INT8 = Tolerance(cosine_min=0.98, sqnr_db=15.0, top1_agreement=0.95)
 WEIGHTS_8BIT = Tolerance(cosine_min=0.995, sqnr_db=20.0, top1_agreement=0.97)    # 8-bit / 6-bit weights, float activations
 WEIGHTS_LOWBIT = Tolerance(cosine_min=0.95, sqnr_db=10.0, top1_agreement=0.85)   # 4-bit weights, float activations
 
-# Integrity: a file against its replica (replica.py), PyTorch at the file's own precision.
+# Integrity: a file against its replica (replica.py), PyTorch computing at the file's own precision, so
+# only the engine's own rounding is left. Floors measured on the reference checkpoints at 64x64 (4 synthetic
+# + 32 test images; AMD EPYC, ai-edge-litert 2.3.0, executorch 1.5.1), bounds 3-5 dB / 4x under them:
+# - fp16 weights, fp32 compute (LiteRT): max_rel 1.1e-5 (mobilevit_xxs), 6.6e-5 (swin_micro), SQNR 106 and
+#   93 dB; against the float model the same files sit at 1.4e-3 and 3.3e-4. Bound max_rel 3e-4.
+# - int8, ExecuTorch's XNNPACK: SQNR 34.6 / 35.9 dB, cosine 0.9985 / 0.9994 (against fp32: 30.5 / 28.4 dB).
+# - int8, LiteRT: no bound. A correct file is as far from its replica as from fp32 (SQNR 30.5 / 28.2 against
+#   30.3 / 26.7 dB; random mobilevitv2_050: 16 dB): its int8 LOGISTIC is a lookup table, the difference grows
+#   through the network. The weight audit (parity/audit.py) proves those files (tflite target, INT8_ON_LITERT).
 FP16_REPLICA = Tolerance(max_rel=3e-4, cosine_min=0.999999, sqnr_db=75.0)
-INT8_REPLICA = Tolerance(cosine_min=0.985, sqnr_db=22.0, top1_agreement=0.95)
+INT8_REPLICA = Tolerance(cosine_min=0.995, sqnr_db=30.0, top1_agreement=0.95)
 
 
 def tolerance_for(target, precision: Precision) -> Tolerance:

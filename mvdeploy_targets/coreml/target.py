@@ -13,6 +13,8 @@ from mobilevit_deploy.debug.capture import CoreMLCapture
 from mobilevit_deploy.errors import ConversionError, MvDeployError, OptionsError, first_line
 from mobilevit_deploy.formats.mlpackage import (CONVERTER_KEY, describe_inputs, describe_outputs, load_proto,
                                                 reproducible_package, stored_metadata, written_precision)
+from mobilevit_deploy.mil.weights import stored_tensors
+from mobilevit_deploy.parity.audit import StoredTensor
 from mobilevit_deploy.parity.tolerances import FP16, FP32, INT8, WEIGHTS_8BIT, WEIGHTS_LOWBIT
 from mobilevit_deploy.runners.coreml import CoreMLRunner
 from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Layout, Precision, Preprocess, ValidSpec
@@ -51,6 +53,10 @@ class CoreMLTarget(BaseTarget):
             )
         if spec.layout is not Layout.nchw:
             raise ConversionError("coreml: only the nchw layout is supported (Core ML takes NCHW tensors and images)")
+
+    def stored_tensors(self, artifact: Artifact) -> list[StoredTensor]:
+        """The ML Program's float constants and decompressed weights (palettized ones are not audited)."""
+        return stored_tensors(artifact.path)
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:

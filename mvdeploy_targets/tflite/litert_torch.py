@@ -30,15 +30,12 @@ from mobilevit_deploy.chatter import quiet_chatter, tail
 from mobilevit_deploy.errors import ConversionError, MvDeployError, first_line
 from mobilevit_deploy.formats.tflite import float_io, float_islands
 from mobilevit_deploy.quantization.calibrate import quantized_graph, source_note
-from mobilevit_deploy.replica import Replica
 from mobilevit_deploy.spec import Calibration, ExportSpec, Layout, Precision
 
 
 
-def convert(model: nn.Module, spec: ExportSpec, out_path: Path,
-            calibration: Calibration | None) -> tuple[list[str], Replica | None]:
-    """Write `out_path`; returns the notes the artifact carries and, for int8, its replica (the PT2E graph
-    it lowered)."""
+def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Calibration | None) -> list[str]:
+    """Write `out_path`; returns the notes the artifact carries."""
     with quiet_chatter() as chatter:
         try:
             import litert_torch
@@ -46,7 +43,7 @@ def convert(model: nn.Module, spec: ExportSpec, out_path: Path,
             nhwc = spec.layout is Layout.nhwc
             module = litert_torch.to_channel_last_io(model, args=[0]).eval() if nhwc else model
             example = (torch.zeros(spec.input_shape),)
-            edge_model, notes, replica = RECIPES[spec.precision](module, example, calibration, nhwc)
+            edge_model, notes = RECIPES[spec.precision](module, example, calibration, nhwc)
             edge_model.export(str(out_path))
         except MvDeployError:
             raise
@@ -62,26 +59,26 @@ def convert(model: nn.Module, spec: ExportSpec, out_path: Path,
     if spec.precision in (Precision.int8, Precision.int8_static) and not spec.int8_io:
         out_path.write_bytes(float_io(out_path.read_bytes()))
         notes.append("float32 I/O around the int8 graph (QUANTIZE at the input, DEQUANTIZE at the output)")
-    return notes, replica
+    return notes
 
 
 def _fp32(module, example, calibration, nhwc):
     import litert_torch
-    return litert_torch.convert(module, example), [], None
+    return litert_torch.convert(module, example), []
 
 
 def _fp16(module, example, calibration, nhwc):
     import litert_torch
     from litert_torch.generative.quantize import quant_recipes
     return (litert_torch.convert(module, example, quant_config=quant_recipes.full_fp16_recipe()),
-            ["fp16 weights of conv and fully-connected ops (dequantized at load); float32 compute and I/O"], None)
+            ["fp16 weights of conv and fully-connected ops (dequantized at load); float32 compute and I/O"])
 
 
 def _int8_dynamic(module, example, calibration, nhwc):
     import litert_torch
     from litert_torch.generative.quantize import quant_recipes
     return (litert_torch.convert(module, example, quant_config=quant_recipes.full_dynamic_recipe()),
-            ["int8-dynamic: int8 per-channel weights, activations quantized at run time; float32 I/O"], None)
+            ["int8-dynamic: int8 per-channel weights, activations quantized at run time; float32 I/O"])
 
 
 XNNPACK_FLOAT_ONLY = ("GELU",)     # int8 ops the XNNPACK delegate does not take: computed in float instead
@@ -116,22 +113,15 @@ def int8_quantizer():
 
 
 def _static(module, example, calibration, nhwc, what: str):
-    """PT2E static PTQ with the quantizer litert-torch lowers to TFLite int8; -> (edge model, notes, replica)."""
+    """PT2E static PTQ with the quantizer litert-torch lowers to TFLite int8; -> (edge model, notes)."""
     import litert_torch
     from litert_torch.quantize import quant_config
 
     quantizer = int8_quantizer()
-    quantized, batched, seen = quantized_graph(module, example, quantizer, calibration, nhwc)
+    quantized, _, seen = quantized_graph(module, example, quantizer, calibration, nhwc)
     edge_model = litert_torch.convert(quantized, example,
                                       quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
-    replica = Replica(f"the PT2E int8 graph litert-torch lowered ({what.split(':')[0]}), run in PyTorch",
-                      quantized, nhwc=nhwc, batched=batched)
-    return edge_model, [f"{what} calibrated on {source_note(calibration, seen)}"], replica
-
-
-def recipe_module(model: nn.Module, precision: Precision) -> nn.Module:
-    """The module the int8 recipes quantize: SiLU written as x*sigmoid(x) for `int8`, as it is."""
-    return _silu_as_sigmoid_mul(model) if precision is Precision.int8 else model
+    return edge_model, [f"{what} calibrated on {source_note(calibration, seen)}"]
 
 
 def _int8_static(module, example, calibration, nhwc):
@@ -140,12 +130,12 @@ def _int8_static(module, example, calibration, nhwc):
 
 
 def _int8(module, example, calibration, nhwc):
-    return _static(recipe_module(module, Precision.int8), example, calibration, nhwc,
+    return _static(_silu_as_sigmoid_mul(module), example, calibration, nhwc,
                    "recipe int8 (fastest on XNNPACK): PT2E static int8 (per-channel weights), int8 SiLU, "
                    "float GELU,")
 
 
-# precision -> recipe(module, example inputs, calibration, nhwc) -> (edge model, notes, replica or None)
+# precision -> recipe(module, example inputs, calibration, nhwc) -> (edge model, notes)
 RECIPES: dict[Precision, Callable] = {
     Precision.fp32: _fp32,
     Precision.fp16: _fp16,

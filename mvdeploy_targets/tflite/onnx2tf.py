@@ -43,8 +43,8 @@ OUTPUTS: dict[Precision, tuple[tuple[str, ...], str, str | None]] = {
 OUTPUTS[Precision.int8_static] = OUTPUTS[Precision.int8]      # onnx2tf has one static int8 recipe
 
 
-def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Calibration | None) -> tuple[list[str], None]:
-    """Write `out_path`; returns the notes the artifact carries (and no replica)."""
+def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Calibration | None) -> list[str]:
+    """Write `out_path`; returns the notes the artifact carries."""
     extra_args, float_io_name, int8_io_name = OUTPUTS[spec.precision]
     produced_name = int8_io_name if spec.int8_io else float_io_name
     notes = [f"onnx2tf {version_of('onnx2tf', '(unknown version)')} from ONNX opset {ONNX_OPSET}"]
@@ -76,7 +76,7 @@ def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Cal
         data = nchw_input(data)
         notes.append("onnx2tf builds NHWC; a TRANSPOSE in front takes the NCHW input")
     out_path.write_bytes(data)
-    return notes, None          # no replica handed over: the target says what it reproduces
+    return notes
 
 
 def _export_onnx(model: nn.Module, image_size: int, path: Path) -> None:

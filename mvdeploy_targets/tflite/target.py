@@ -22,18 +22,25 @@ from mobilevit_deploy.errors import ArtifactError, ConversionError, TargetUnavai
 from mobilevit_deploy.formats.tflite import TfliteFacts, precision_of, read_tflite, refuse_custom_ops, stored_tensors
 from mobilevit_deploy.parity.audit import StoredTensor
 from mobilevit_deploy.parity.report import declared_precision
-from mobilevit_deploy.parity.tolerances import FP16, FP16_REPLICA, FP32, INT8, INT8_REPLICA
-from mobilevit_deploy.replica import Replica, fp16_weights, int8_graph, not_reproduced
+from mobilevit_deploy.parity.tolerances import FP16, FP16_REPLICA, FP32, INT8
+from mobilevit_deploy.replica import Replica, fp16_weights, not_reproduced
 from mobilevit_deploy.runners.litert import LiteRTRunner
 from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Precision
 from mobilevit_deploy.targets import BaseTarget
 
 from . import litert_torch, onnx2tf
 
-DYNAMIC_MIN_COSINE = 0.9          # below this an int8-dynamic file does not follow the model at all
+DYNAMIC_MIN_COSINE = 0.9
+# Why no int8 file on LiteRT is compared with a replica: measured, a correct file sits as far from the PT2E
+# int8 graph it was lowered from as from the float model (reference checkpoints: SQNR 30.5 / 28.2 dB against
+# the graph, 30.3 / 26.7 dB against fp32; random mobilevitv2_050: 16.0 dB, cosine 0.980). LiteRT's int8
+# LOGISTIC is a lookup table up to 4 steps from the exact sigmoid, and the difference grows through the
+# network, so no bound tighter than the accuracy bound holds. The weight audit proves the stored int8 values.
+INT8_ON_LITERT = ("LiteRT's int8 kernels (lookup-table activations) put a correct file as far from the PT2E int8 "
+                  "graph as from the float model, so no tighter bound holds; the weight audit checks its int8 values")          # below this an int8-dynamic file does not follow the model at all
 
-# converter name -> backend(model, spec, out_path, calibration) -> (notes, replica or None); the first is the default
-CONVERTERS: dict[str, Callable[[nn.Module, ExportSpec, Path, Calibration | None], tuple[list[str], Replica | None]]] = {
+# converter name -> backend(model, spec, out_path, calibration) -> notes; the first is the default
+CONVERTERS: dict[str, Callable[[nn.Module, ExportSpec, Path, Calibration | None], list[str]]] = {
     "litert-torch": litert_torch.convert,
     "onnx2tf": onnx2tf.convert,
 }
@@ -55,7 +62,7 @@ class TFLiteTarget(BaseTarget):
     tolerances = {Precision.fp32: FP32, Precision.fp16: FP16, Precision.int8: INT8,
                   Precision.int8_static: INT8, Precision.int8_dynamic: INT8}
     keeps_epsilons = True          # litert-torch and onnx2tf decompose LayerNorm: its epsilon is a constant
-    integrity = {Precision.fp16: FP16_REPLICA, Precision.int8: INT8_REPLICA, Precision.int8_static: INT8_REPLICA}
+    integrity = {Precision.fp16: FP16_REPLICA}    # int8: see INT8_ON_LITERT
     requires = ("ai_edge_litert", "litert_torch", "torchao")
     intermediates = LiteRTCapture
 
@@ -73,7 +80,7 @@ class TFLiteTarget(BaseTarget):
         converter = spec.converter or self.converters[0]
         out_path = Path(out_path)
         model = model.eval()
-        notes, replica = CONVERTERS[converter](model, spec, out_path, calibration)
+        notes = CONVERTERS[converter](model, spec, out_path, calibration)
         facts = read_tflite(out_path)
         try:
             refuse_custom_ops(out_path, facts)
@@ -84,28 +91,16 @@ class TFLiteTarget(BaseTarget):
         if spec.precision is Precision.int8_dynamic:
             self._refuse_degenerate(artifact, model, converter)
         artifact = replace(artifact, notes=(*artifact.notes, delegation_note(artifact)))
-        return replace(artifact, replica=replica or self.replica(model, artifact, calibration))
+        return replace(artifact, replica=self.replica(model, artifact, calibration))
 
     def replica(self, model: nn.Module, artifact: Artifact, calibration: Calibration | None) -> Replica:
-        """fp16: the model with fp16-rounded conv/linear weights (any converter stores them so). int8 and
-        int8-static of litert-torch: its PT2E graph, calibrated again on the recorded images."""
-        precision, converter = artifact.precision, artifact.converter or self.converters[0]
+        """fp16: the model with fp16-rounded conv/linear weights (any converter stores them so). Not int8."""
+        precision = artifact.precision
         if precision is Precision.fp16:
             return fp16_weights(model)
-        if precision not in (Precision.int8, Precision.int8_static):
-            return not_reproduced(f"tflite {precision.value}: "
-                                  + ("the accuracy comparison is already at the file's precision"
-                                     if precision is Precision.fp32 else "activations quantized at run time are not reproduced"))
-        if converter != "litert-torch":
-            return not_reproduced(f"tflite {precision.value} by {converter}: TensorFlow's converter quantizes it; "
-                                  "its int8 graph is not reproduced")
-        if calibration is None:
-            return not_reproduced("the int8 recipe's calibration is unknown (no parity report of mvdeploy's "
-                                  "beside the file records it)")
-        module = litert_torch.recipe_module(model, precision)
-        return int8_graph(module, litert_torch.int8_quantizer(), calibration, artifact.inputs[0].image_size,
-                          f"the PT2E int8 graph of litert-torch's {precision.value} recipe, calibrated again on "
-                          f"{calibration.source} ({calibration.samples} images), run in PyTorch")
+        if precision is Precision.fp32:
+            return not_reproduced("tflite fp32: the accuracy comparison is already at the file's precision")
+        return not_reproduced(INT8_ON_LITERT)
 
     def stored_tensors(self, artifact: Artifact) -> list[StoredTensor]:
         return stored_tensors(artifact.path)
