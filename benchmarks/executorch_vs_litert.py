@@ -62,7 +62,7 @@ def latency(rounds: int, threads: int) -> None:
                                           calibration=calibration if target.needs_calibration(precision) else None)
                 files.append(result.artifact.path)
             order = [files[BASELINE]] + [f for i, f in enumerate(files) if i != BASELINE]
-            rows = dict(zip(order, bench(order, num_threads=threads, rounds=rounds, per_round=5)))
+            rows = dict(zip(order, bench(order, num_threads=threads, rounds=rounds, per_round=5).rows))
             for (target_name, precision), path in zip(CELLS, files):
                 row = rows[path]
                 print(f"{name + ' ' + str(size):<18}{ENGINES[target_name]:<13}{precision.value:<14}"

@@ -70,7 +70,7 @@ def profile(name: str, rounds: int, threads: int) -> None:
                 else:
                     files[cut, precision] = _convert(prepared, precision, out, calibration)
         keys = list(files)
-        rows = dict(zip(keys, bench([files[k] for k in keys], num_threads=threads, rounds=rounds, per_round=5)))
+        rows = dict(zip(keys, bench([files[k] for k in keys], num_threads=threads, rounds=rounds, per_round=5).rows))
     ms = {k: r.median_ms for k, r in rows.items()}
     fp32, int8 = Precision.fp32, Precision.int8
     share = {p: 1 - ms[True, p] / ms[False, p] for p in (fp32, int8)}

@@ -44,7 +44,7 @@ def latency(models: list[str], rounds: int, threads: int) -> None:
         calibration = calibration_for(prepared, "synthetic", samples=32)
         with tempfile.TemporaryDirectory() as tmp:
             made = [(p, *_convert(prepared, p, Path(tmp), calibration)) for p in RECIPES]
-            rows = bench([a.path for _, a, _ in made], num_threads=threads, rounds=rounds, per_round=5)
+            rows = bench([a.path for _, a, _ in made], num_threads=threads, rounds=rounds, per_round=5).rows
             for (precision, artifact, seconds), row in zip(made, rows):
                 xnn = next((n for n in artifact.notes if n.startswith("XNNPACK")), "")
                 print(f"{name + ' ' + str(prepared.image_size):<15}{precision.value:<14}{row.size_bytes / 1e6:>7.2f}"

@@ -407,20 +407,22 @@ def bench(
     from .progress import progress_bar
 
     with progress_bar("timing, interleaved", rounds * len(files), enabled=not as_json) as advance:
-        rows = run_bench(files, threads, rounds, repeats, progress=lambda done, total: advance(1))
+        run = run_bench(files, threads, rounds, repeats, progress=lambda done, total: advance(1))
     if as_json:
-        typer.echo(json.dumps({"threads": threads, "rounds": rounds, "repeats": repeats,
-                               "files": [r.to_dict() for r in rows]}, indent=2))
+        typer.echo(json.dumps({"rounds": rounds, "repeats": repeats, **run.to_dict()}, indent=2))
         return
     table = Table(title=f"latency, single image, {threads} threads, {rounds} x {repeats} runs interleaved")
     for col in ("file", "target", "precision", "size", "median ms", "p10 / p90 ms", "x first"):
         table.add_column(col, justify="right" if col in ("size", "median ms", "p10 / p90 ms", "x first") else "left")
-    for r in rows:
+    for r in run.rows:
         timing = ("-", r.note or "-", "-") if r.median_ms is None else (
             f"{r.median_ms:.2f}", f"{r.p10_ms:.2f} / {r.p90_ms:.2f}", f"{r.ratio:.2f}")
         table.add_row(_shown(Path(r.file).name), r.target, r.precision, _fmt_bytes(r.size_bytes), *timing)
     console.print(table)
-    console.print(f"engines: {'; '.join(dict.fromkeys(r.engine for r in rows))}", highlight=False)
+    console.print(f"engines: {'; '.join(dict.fromkeys(r.engine for r in run.rows))}", highlight=False)
+    console.print(f"host: {run.host.describe()}", highlight=False)
+    if run.control is not None:
+        console.print(("[yellow]" if run.control.disturbed else "") + _escape(run.control.describe()), highlight=False)
 
 
 def _verbose() -> bool:

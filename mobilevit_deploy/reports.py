@@ -58,8 +58,9 @@ def ran_on(report) -> str | None:
         return None
     ray = f" (ray {e['ray']})" if e.get("ray") else ""
     store = f"; files through {e['artifact_store']}" if e.get("artifact_store") else ""
+    where = f"on {e['latency_host']}" if e.get("latency_host") else "on the machine that wrote the report"
     return (f"{e['description']}{ray}; evaluation in shards of {e['shard_size']} images{store}; "
-            "latency timed on the machine that wrote the report, one variant at a time")
+            f"latency timed {where}, one variant at a time")
 
 
 def _markdown_table(header, rows) -> str:

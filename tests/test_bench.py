@@ -20,14 +20,46 @@ def _toy(tmp_path, name, width):
 def test_bench_interleaves_and_reports_ratios_to_the_first(tmp_path):
     small, large = _toy(tmp_path, "small", 4), _toy(tmp_path, "large", 64)
     seen = []
-    rows = bench([small, large, small], num_threads=1, rounds=3, per_round=2, warmup=1,
-                 progress=lambda done, total: seen.append((done, total)))
+    run = bench([small, large, small], num_threads=1, rounds=3, per_round=2, warmup=1,
+                progress=lambda done, total: seen.append((done, total)))
+    rows = run.rows
     assert [r.file for r in rows] == [str(small), str(large), str(small)]
     assert rows[0].ratio == 1.0 and all(r.runs == 6 for r in rows)
     assert all(0 < r.p10_ms <= r.median_ms <= r.p90_ms for r in rows)
     assert rows[1].ratio == rows[1].median_ms / rows[0].median_ms
     assert seen == [(i, 9) for i in range(1, 10)]       # round-robin: one step per file per round
     assert "onnxruntime" in rows[0].engine and "1 threads" in rows[0].engine
+    control = run.control                               # the first file again at the end of each round
+    assert control.start_ms == rows[0].median_ms and control.end_ms > 0 and control.disagreement >= 0
+    assert run.threads == 1 and run.host.cores >= 1 and run.host.cpu
+
+
+def test_one_file_timed_twice_around_other_engines_agrees_with_itself(model_file, tmp_path):
+    """Engines must not disturb each other's timing: the same TFLite file, benched before and after an
+    onnxruntime file (its threads no longer spin) and an ExecuTorch file, in one interleaved run.
+    Not a speed assertion: a ratio of one file to itself, within 10%."""
+    import shutil
+
+    from mobilevit_deploy.spec import Precision
+
+    files = [model_file("mobilevit_xxs", target, Precision.fp32).path for target in ("tflite", "onnx", "executorch")]
+    again = tmp_path / "again.tflite"
+    shutil.copy(files[0], again)
+    run = bench([*files, again], num_threads=1, rounds=12, per_round=5)
+    first, last = run.rows[0], run.rows[-1]
+    assert [r.target for r in run.rows] == ["tflite", "onnx", "executorch", "tflite"]
+    assert 0.9 <= last.median_ms / first.median_ms <= 1.1, [(r.target, r.median_ms, r.p10_ms, r.p90_ms) for r in run.rows]
+
+
+def test_the_host_names_the_kernel_features_it_has_and_lacks():
+    from mobilevit_deploy.host import parse_cpuinfo
+
+    x86 = parse_cpuinfo("model name\t: AMD EPYC 9B14\nflags\t\t: fpu avx2 fma avx512f avx512_vnni\n", "x86_64", 2)
+    assert x86.features == ("avx2", "fma", "avx512f", "avx512_vnni")
+    assert x86.describe() == "AMD EPYC 9B14 (x86_64, 2 cores; avx2 fma avx512f avx512_vnni; no avx_vnni amx_int8)"
+    arm = parse_cpuinfo("CPU implementer\t: 0x41\nFeatures\t: fp asimd asimddp i8mm\nCPU part\t: 0xd0c\n", "aarch64", 8)
+    assert arm.cpu == "ARM CPU implementer 0x41 part 0xd0c" and arm.features == ("asimd", "asimddp", "i8mm")
+    assert arm.describe().endswith("; no asimdhp)")
 
 
 def test_bench_cli_json_and_a_missing_file(cli, tmp_path):

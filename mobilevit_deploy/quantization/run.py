@@ -26,6 +26,7 @@ def run_report(request: ReportRequest, on_step=lambda text: None,
                on_progress=lambda done, total: None) -> ReportRun:
     """Plan, measure and write one report. A cell that fails is listed in its model's `failures` and
     the report is still written; a request that cannot be met raises before anything is built."""
+    from ..host import host
     from ..outputs import ensure_folder
     from ..pipeline import prepare_model
     from ..reports import write_report
@@ -40,7 +41,8 @@ def run_report(request: ReportRequest, on_step=lambda text: None,
         ensure_folder(Path(r.artifact_store), "--artifact-store")
     executor = executor_for(r.workers, r.ray_address or None)
     ran_on = {**executor.describe(), "shard_size": r.shard_size,
-              "artifact_store": str(r.artifact_store) if r.artifact_store is not None else None}
+              "artifact_store": str(r.artifact_store) if r.artifact_store is not None else None,
+              "latency_host": host().describe()}         # latency is timed here, in the driver
     on_step(f"starting {ran_on['description']}")
     with executor:
         results = measure_models([(p, Path(r.out) / "artifacts" / p.name) for p in prepared], plan.targets,
