@@ -6,7 +6,8 @@
    of each and their ratio (the ExecuTorch issue's bound: at most 2x).
 2. Latency: mobilevit_xxs at 256 and swin_micro at 224 (random weights: latency does not depend on them),
    ExecuTorch fp32 / int8 / int8-dynamic, LiteRT fp32 / int8 and onnxruntime fp32, all of a model's files
-   timed round-robin (`mvdeploy bench`'s interleaving), single image, 2 threads; ratios to LiteRT fp32.
+   timed round-robin (`mvdeploy bench`'s interleaving), single image, 2 threads; ratios to LiteRT fp32,
+   with the bench's control (LiteRT fp32 timed again at the end of every round) and the host.
 
     .venv/bin/python benchmarks/executorch_vs_litert.py [--rounds 2] [--latency-rounds 10] [--skip-convert]
 """
@@ -62,12 +63,15 @@ def latency(rounds: int, threads: int) -> None:
                                           calibration=calibration if target.needs_calibration(precision) else None)
                 files.append(result.artifact.path)
             order = [files[BASELINE]] + [f for i, f in enumerate(files) if i != BASELINE]
-            rows = dict(zip(order, bench(order, num_threads=threads, rounds=rounds, per_round=5).rows))
+            run = bench(order, num_threads=threads, rounds=rounds, per_round=5)
+            rows = dict(zip(order, run.rows))
             for (target_name, precision), path in zip(CELLS, files):
                 row = rows[path]
                 print(f"{name + ' ' + str(size):<18}{ENGINES[target_name]:<13}{precision.value:<14}"
                       f"{row.size_bytes / 1e6:>7.2f}{row.median_ms:>10.2f}{f'{row.p10_ms:.2f}-{row.p90_ms:.2f}':>14}"
                       f"{row.ratio:>14.2f}", flush=True)
+            print(f"  {run.control.describe()}", flush=True)
+    print(f"host: {run.host.describe()}; {threads} threads")
 
 
 def main() -> None:

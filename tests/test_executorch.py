@@ -246,8 +246,8 @@ def test_another_models_pte_fails_parity(cli, converted, tmp_path):
 
 def test_report_rows_for_executorch(cli, tmp_path, model_file):
     """`mvdeploy report --targets executorch`: size, latency at LiteRT's thread count (2), accuracy,
-    agreement and SQNR for each .pte; the int8 program keeps top-1 within 1 point of PyTorch fp32 on
-    200 held-out digits (calibrated on the train split). The report reuses the matrix's checked files
+    agreement and SQNR for each .pte; swin_micro's int8 program keeps top-1 within 1 point of PyTorch fp32
+    on 200 held-out digits (calibrated on the train split). The report reuses the matrix's checked files
     (conftest), as it reuses any checked file an earlier run left in its folder: converting a real model
     to ExecuTorch int8 again would take minutes, and report cells convert through the same sequence
     that the matrix proves (test_report.py covers a report's own conversions)."""
@@ -257,13 +257,13 @@ def test_report_rows_for_executorch(cli, tmp_path, model_file):
     from mobilevit_deploy.parity import parity_path
 
     out = tmp_path / "report"
-    folder = out / "artifacts" / "mobilevit_xxs"
+    folder = out / "artifacts" / "swin_micro"
     folder.mkdir(parents=True)
     for precision in (Precision.fp32, Precision.int8):
-        made = model_file("mobilevit_xxs", "executorch", precision)
+        made = model_file("swin_micro", "executorch", precision)
         shutil.copy2(made.path, folder / made.path.name)
         shutil.copy2(parity_path(made.path), parity_path(folder / made.path.name))
-    result = cli("report", "mobilevit_xxs", "--targets", "executorch", "--precisions", "fp32,int8",
+    result = cli("report", "swin_micro", "--targets", "executorch", "--precisions", "fp32,int8",
                  "--eval-limit", "200", "--repeats", "5", "--out", out)
     assert result.returncode == 0, result.stderr
     (model,) = json.loads((out / "report.json").read_text())["models"]
@@ -277,7 +277,7 @@ def test_report_rows_for_executorch(cli, tmp_path, model_file):
     assert rows["executorch", "fp32"]["sqnr_db"] > 90 and rows["executorch", "fp32"]["accuracy_delta"] == 0.0
     assert 15 < rows["executorch", "int8"]["sqnr_db"] < 90
     assert rows["executorch", "int8"]["size_ratio"] < 0.4
-    assert "| mobilevit_xxs | executorch | int8 |" in (out / "report.md").read_text()
+    assert "| swin_micro | executorch | int8 |" in (out / "report.md").read_text()
     assert "what to ship" in result.stdout
 
 
