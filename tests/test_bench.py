@@ -51,6 +51,18 @@ def test_one_file_timed_twice_around_other_engines_agrees_with_itself(model_file
     assert 0.9 <= last.median_ms / first.median_ms <= 1.1, [(r.target, r.median_ms, r.p10_ms, r.p90_ms) for r in run.rows]
 
 
+def test_onnxruntime_threads_sleep_when_idle(tmp_path):
+    """Spinning intra-op threads held both cores while the next engine ran (a LiteRT file after an
+    onnxruntime one: 1.88x its own latency at 2 threads); the session must be told not to spin."""
+    from mobilevit_deploy.targets import load_artifact
+
+    target, artifact = load_artifact(_toy(tmp_path, "small", 4))
+    with target.runner(artifact, num_threads=2) as runner:
+        options = runner.session.get_session_options()
+        assert [options.get_session_config_entry(f"session.{pool}.allow_spinning")
+                for pool in ("intra_op", "inter_op")] == ["0", "0"]
+
+
 def test_the_host_names_the_kernel_features_it_has_and_lacks():
     from mobilevit_deploy.host import parse_cpuinfo
 
