@@ -3,8 +3,9 @@ control per fault class.
 
 The correct files are the matrix's (conftest `model_file`: the reference checkpoints at 64x64, calibrated on
 64 train images, checked on 4 synthetic + 32 test images). Each fault of `faults.py` is written into a copy,
-and the copy is checked the way `mvdeploy check` checks it (`pipeline.check_artifact`), with the replica
-built once per model and precision. LiteRT int8 files have no replica bound (INT8_ON_LITERT): the audit
+and the copy is checked the way `mvdeploy check` checks it (`pipeline.check_artifact`, on 2 synthetic + 8
+test images: the audit reads no images, and the faults move every image), with the replica built once per
+model and precision. LiteRT int8 files have no replica bound (INT8_ON_LITERT): the audit
 carries them. The ExecuTorch int8 replica is rebuilt by `mvdeploy check` from the recipe its parity report
 recorded, and fails a file that is not what it should be.
 """
@@ -54,7 +55,7 @@ def checker(model_file):
             correct = model_file(name, "tflite", precision)
             prepared = pipeline.prepare_model(name, image_size=SIZE)
             exported = fuse(prepared.model).model
-            inputs = pipeline.parity_inputs(prepared, synthetic=4, real=32)
+            inputs = pipeline.parity_inputs(prepared, synthetic=2, real=8)
             target, artifact = load_artifact(correct.path)
             recipe = correct.parity["recipe"]
             replica = target.replica(exported, replace(artifact, converter=recipe["converter"]), None)
@@ -146,7 +147,7 @@ def test_the_int8_integrity_bound_fails_a_pte_that_is_not_its_replica(model_file
     target, artifact = load_artifact(correct.path)
     calibration = calibration_again(prepared, correct.parity["recipe"]["calibration"])
     replica = target.replica(exported, artifact, calibration)
-    inputs = pipeline.parity_inputs(prepared, synthetic=4, real=32)
+    inputs = pipeline.parity_inputs(prepared, synthetic=2, real=8)
     report = pipeline.check_artifact(replace(artifact, replica=replica), target, prepared, inputs, exported=exported)
     assert [line for line in report.failures if line.startswith("integrity: ")], report.failures
 

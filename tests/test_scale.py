@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from mobilevit_deploy.errors import ConversionError, InvalidValueError
+from mobilevit_deploy.host import host
 from mobilevit_deploy.parity import parity_path
 from mobilevit_deploy.quantization.cells import Parcel, pack
 from conftest import run_cli
@@ -201,7 +202,8 @@ def test_help_and_an_in_process_report_never_import_ray_and_a_failed_cell_is_rep
     assert [(r["target"], r["precision"]) for r in m["rows"]] == [("onnx", "fp32"), ("flaky", "fp32")]
     assert m["failures"] == ["flaky fp16: conversion failed: RuntimeError: injected conversion failure"]
     assert saved["executor"] == {"kind": "in-process", "description": "in-process", "workers": 1, "address": None,
-                                 "ray": None, "shard_size": 256, "artifact_store": None}
+                                 "ray": None, "shard_size": 256, "artifact_store": None,
+                                 "latency_host": host().describe()}
     assert _attempts(tmp_path) == {"fp32": 1, "fp16": 1}
     assert "failed: mobilevit_xxs flaky fp16: conversion failed: RuntimeError: injected conversion failure" in ran.stderr
     assert "## Failed" in (out / "report.md").read_text() and "ran on: in-process" in ran.stdout
@@ -341,7 +343,7 @@ def test_a_report_on_a_two_node_ray_cluster(tmp_path):
         saved = json.loads((out / "report.json").read_text())
         assert saved["executor"] == {"kind": "ray-cluster", "description": f"Ray cluster at {address}", "workers": None,
                                      "address": address, "ray": "2.60.0", "shard_size": 10,
-                                     "artifact_store": str(store)}
+                                     "artifact_store": str(store), "latency_host": host().describe()}
         (row,) = saved["models"][0]["rows"]
         assert row["accuracy"] == saved["models"][0]["torch_fp32"]["accuracy"] and row["top1_agreement"] == 1.0
         assert row["sqnr_db"] > 90 and saved["models"][0]["eval"]["images"] == 40
