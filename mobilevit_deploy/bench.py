@@ -80,7 +80,7 @@ class BenchRun:
 
 
 def bench(paths: list[Path], num_threads: int = DEFAULT_THREADS, rounds: int = DEFAULT_ROUNDS,
-          per_round: int = DEFAULT_PER_ROUND, warmup: int = 3, progress=lambda done, total: None) -> list[BenchRow]:
+          per_round: int = DEFAULT_PER_ROUND, warmup: int = 3, progress=lambda done, total: None) -> BenchRun:
     """Time every file on its own engine, interleaved; the first file is the baseline of the ratios."""
     import numpy as np
 

@@ -296,8 +296,8 @@ def audited_parameters(model: nn.Module) -> dict[str, np.ndarray | Folded]:
                 label = f"{prefix}.{name}" if prefix else name
                 bias = folded.bias.detach().double().numpy()
                 params[f"{label} (+BatchNorm folded).weight"] = folded.weight.detach().double().numpy()
-                params[f"{label} (+BatchNorm folded).bias"] = Folded(bias, FOLD_ROUNDING * (
-                    np.abs(norm.bias.detach().double().numpy()) + np.abs(bias)))
+                beta = norm.bias.detach().double().numpy() if norm.bias is not None else 0.0   # affine=False: none
+                params[f"{label} (+BatchNorm folded).bias"] = Folded(bias, FOLD_ROUNDING * (np.abs(beta) + np.abs(bias)))
     return params
 
 
