@@ -1,10 +1,11 @@
 # One command each: make install | make demo | make test | make test-unit | make test-slow | make bench
 PY := .venv/bin/python
 STAMP := .venv/.installed
+ARM64 := .venv/arm64/installed.json
 
 .PHONY: install demo test test-unit test-slow bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(ARM64)
 
 # torch==2.13.0 is the CPU wheel on this machine's disk; onnx2tf's own pins clash with the rest,
 # so it goes in without its dependencies, on top of what it really needs (in requirements.txt).
@@ -14,6 +15,12 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps onnx2tf==1.29.24
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# The ARM64 engine for --arch arm64 (qemu-user 10.x, an aarch64 Python, ai-edge-litert's aarch64 wheel):
+# from Debian's archive and PyPI at install time, into .venv/arm64 (175 MB; nothing in system paths).
+$(ARM64): scripts/install_arm64.py constraints.txt | $(STAMP)
+	rm -rf .venv/arm64
+	$(PY) scripts/install_arm64.py .venv/arm64
 
 demo: install
 	.venv/bin/mvdeploy convert --target tflite --precision fp32,fp16,int8

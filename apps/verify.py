@@ -12,9 +12,12 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Sequence
 
 import numpy as np
 
+from mobilevit_deploy.arm64 import require_arm64
+from mobilevit_deploy.emulation import CpuProfile
 from mobilevit_deploy.errors import MvDeployError, first_line
 from mobilevit_deploy.parity import compare
 from mobilevit_deploy.spec import Layout
@@ -71,7 +74,8 @@ def unsafe_zip_entries(zf: zipfile.ZipFile) -> list[str]:
     return bad
 
 
-def _golden(root: Path, manifest: dict, result: Verification) -> None:
+def _golden(root: Path, manifest: dict, result: Verification, arm_cpus: Sequence[CpuProfile] = ()) -> None:
+    """The golden self-test on this machine's engine, then on its ARM64 build on each of `arm_cpus`."""
     model_path = root / manifest["model"]["file"]
     target = get_target(manifest["model"]["target"])
     artifact = target.load(model_path)
@@ -83,16 +87,22 @@ def _golden(root: Path, manifest: dict, result: Verification) -> None:
         x = np.fromfile(root / case["input"], dtype="<f4").reshape(shape)
         feeds.append(x.transpose(2, 0, 1) if nhwc else x)                # canonical [3, H, W]
         expected.append(np.fromfile(root / case["expected"], dtype="<f4"))
-    with target.runner(artifact) as runner:
-        result.engine = runner.engine
-        got = runner.infer(np.stack(feeds))
-    for i, (g, e) in enumerate(zip(got, expected)):
-        m = compare(e[None], g[None])
-        top1 = int(np.argmax(g)) == int(np.argmax(e))
-        if m.max_rel > tol["max_rel"] or not top1 or m.nonfinite:
-            result.failures.append(f"golden case {i:03d}: max_rel {m.max_rel:.3g} (bound {tol['max_rel']:g}), "
-                                   f"top-1 {'agrees' if top1 else 'differs'}")
-    result.verified.append(f"{len(expected)} golden cases on {result.engine}")
+    require_arm64(target, arm_cpus)
+    for cpu in (None, *arm_cpus):
+        where = "" if cpu is None else f" on arm64 {cpu.name}"
+        with target.runner(artifact, **({} if cpu is None else {"arm_cpu": cpu})) as runner:
+            engine = runner.engine
+            got = runner.infer(np.stack(feeds))
+        result.engine = result.engine or engine
+        failed = len(result.failures)
+        for i, (g, e) in enumerate(zip(got, expected)):
+            m = compare(e[None], g[None])
+            top1 = int(np.argmax(g)) == int(np.argmax(e))
+            if m.max_rel > tol["max_rel"] or not top1 or m.nonfinite:
+                result.failures.append(f"golden case {i:03d}{where}: max_rel {m.max_rel:.3g} (bound {tol['max_rel']:g}), "
+                                       f"top-1 {'agrees' if top1 else 'differs'}")
+        if len(result.failures) == failed:
+            result.verified.append(f"{len(expected)} golden cases on {engine}")
 
 
 def _device(root: Path, manifest: dict, device: DeviceOutputs, result: Verification) -> None:
@@ -111,7 +121,8 @@ def _device(root: Path, manifest: dict, device: DeviceOutputs, result: Verificat
     result.failures.extend(result.device.failures())
 
 
-def verify_folder(root: Path, result: Verification, device: DeviceOutputs | None = None) -> Verification:
+def verify_folder(root: Path, result: Verification, device: DeviceOutputs | None = None,
+                  arm_cpus: Sequence[CpuProfile] = ()) -> Verification:
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         result.failures.append(f"{MANIFEST} is missing")
@@ -146,7 +157,7 @@ def verify_folder(root: Path, result: Verification, device: DeviceOutputs | None
         return result                         # do not run a model whose bytes are not the listed ones
     result.verified.append(f"{len(listed)} checksums")
     try:
-        _golden(root, manifest, result)
+        _golden(root, manifest, result, arm_cpus)
     except MvDeployError as e:
         result.failures.append(f"golden self-test could not run: {e}")
     except (ValueError, OSError, KeyError, TypeError) as e:      # golden files that do not fit the manifest
@@ -156,12 +167,13 @@ def verify_folder(root: Path, result: Verification, device: DeviceOutputs | None
     return result
 
 
-def verify(bundle: Path, device: DeviceOutputs | None = None) -> Verification:
-    """Verify a bundle folder or zip; with `device` (read_device_outputs), also the app's own outputs."""
+def verify(bundle: Path, device: DeviceOutputs | None = None, arm_cpus: Sequence[CpuProfile] = ()) -> Verification:
+    """Verify a bundle folder or zip; with `device` (read_device_outputs), also the app's own outputs;
+    with `arm_cpus`, the golden self-test also on the engine's ARM64 build on those emulated CPUs."""
     bundle = Path(bundle)
     result = Verification(str(bundle))
     if bundle.is_dir():
-        return verify_folder(bundle, result, device)
+        return verify_folder(bundle, result, device, arm_cpus)
     if not bundle.is_file():
         result.failures.append(f"{bundle} does not exist")
         return result
@@ -185,4 +197,4 @@ def verify(bundle: Path, device: DeviceOutputs | None = None) -> Verification:
         root = Path(tmp)
         if len(tops) == 1 and (root / next(iter(tops))).is_dir():     # the zip holds one bundle folder
             root = root / next(iter(tops))
-        return verify_folder(root, result, device)
+        return verify_folder(root, result, device, arm_cpus)

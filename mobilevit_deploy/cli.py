@@ -19,6 +19,7 @@ from .calibration import DEFAULT_SAMPLES
 from .errors import MvDeployError
 from .quantization.request import (DEFAULT_MODELS, DEFAULT_OUT, DEFAULT_PRECISIONS, DEFAULT_REPEATS,
                                    DEFAULT_SHARD_SIZE, DEFAULT_TARGETS)
+from .emulation import DEFAULT_PROFILE, PROFILES, Arch, arm_cpus
 from .spec import Layout
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -48,6 +49,12 @@ def _parity_row(table: Table, name: str, precision: str, size: int, report, seco
     status = "[green]pass[/]" if report.passed else "[red]FAIL[/]"
     cells = ("-",) * 4 if m is None else (f"{m.max_abs:.2e}", f"{m.max_rel:.2e}", f"{m.cosine_min:.6f}", f"{m.sqnr_db:.1f}")
     table.add_row(name, precision, _fmt_bytes(size), *cells, status, f"{seconds:.1f}" if seconds is not None else "-")
+    for row in report.arm64 or []:          # the same file on the engine's ARM64 build, one row per emulated CPU
+        m = row["metrics"]
+        cells = ("-",) * 4 if m is None else (f"{m['max_abs']:.2e}", f"{m['max_rel']:.2e}", f"{m['cosine_min']:.6f}",
+                                               f"{m['sqnr_db']:.1f}")
+        table.add_row(f"  on arm64 {row['profile']} (emulated)", precision, "", *cells,
+                      "[red]FAIL[/]" if row["failures"] else "[green]pass[/]", "-")
 
 
 def _parity_table() -> Table:
@@ -100,6 +107,12 @@ def _enum_option(flag: str, choices: type[enum.Enum], help: str):
     return typer.Option(flag, parser=parse, metavar=f"<{'|'.join(c.value for c in choices)}>", help=help)
 
 
+ArchOpt = Annotated[Arch, _enum_option("--arch", Arch, "arm64: also on the engine's ARM64 build, on emulated phone CPUs "
+                                                        "(tflite; numbers, never timing)")]
+ArmCpuOpt = Annotated[str, typer.Option("--arm-cpu", help=f"with --arch arm64: emulated CPU profiles, comma-separated "
+                                                           f"({', '.join(PROFILES)})")]
+
+
 @contextmanager
 def _steps():
     """Yields `step(text)` for a library's `on_step`: a spinner naming the step, started at the first
@@ -136,6 +149,8 @@ def convert(
     out: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: mvdeploy-out/<model>]")] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="skip the parity check")] = False,
     no_fuse: Annotated[bool, typer.Option("--no-fuse", help="export the unfused model")] = False,
+    arch: ArchOpt = Arch.host,
+    arm_cpu: ArmCpuOpt = DEFAULT_PROFILE,
 ) -> None:
     """Convert a model for a target, check parity against PyTorch, write <model>-<precision><suffix>."""
     from .pipeline import convert_model
@@ -145,7 +160,8 @@ def convert(
                             image_size=image_size, num_classes=num_classes, layout=layout, int8_io=int8_io,
                             converter=converter, options={"ios": ios, "image_input": image_input or None},
                             labels_file=labels, calib_data=calib_data, calib_samples=calib_samples, data=data,
-                            check=not no_check, do_fuse=not no_fuse, progress=True, on_step=step)
+                            check=not no_check, do_fuse=not no_fuse, progress=True, on_step=step,
+                            arm_cpus=arm_cpus(arch, arm_cpu))
     _show_conversion(run)
     if run.failed:
         raise typer.Exit(1)
@@ -185,12 +201,14 @@ def check(
     data: DataOpt = None,
     save_golden: Annotated[Optional[Path], typer.Option("--save-golden", help="also write the inputs and this file's outputs to DIR")] = None,
     golden: Annotated[Optional[Path], typer.Option("--golden", help="check against outputs saved with --save-golden, without PyTorch")] = None,
+    arch: ArchOpt = Arch.host,
+    arm_cpu: ArmCpuOpt = DEFAULT_PROFILE,
 ) -> None:
     """Check any artifact (also one mvdeploy did not make) against the PyTorch model, or against golden outputs."""
     from .golden import check_path
 
     checked = check_path(artifact, model, weights, num_classes, data, golden=golden, save_to=save_golden,
-                         progress=True)
+                         progress=True, arm_cpus=arm_cpus(arch, arm_cpu))
     report = checked.report
     table = _parity_table()
     _parity_row(table, _shown(artifact.name), report.precision, checked.size_bytes, report, None)
@@ -299,13 +317,15 @@ def verify(
         "--device-outputs", metavar="FILE.json",
         help="the logits an app produced for the golden images (the sample apps' self-test writes "
              "device_outputs.json); on disagreement, names the preprocessing mistake that explains them")] = None,
+    arch: ArchOpt = Arch.host,
+    arm_cpu: ArmCpuOpt = DEFAULT_PROFILE,
 ) -> None:
     """Verify a bundle: schema, checksums, safe zip paths, golden self-test on this machine; an app's outputs."""
     from apps.diagnose import read_device_outputs
     from apps.verify import verify as run_verify
 
     device = read_device_outputs(device_outputs) if device_outputs is not None else None
-    result = run_verify(bundle_path, device)
+    result = run_verify(bundle_path, device, arm_cpus(arch, arm_cpu))
     for line in result.verified:
         console.print(f"[green]ok[/]   {line}", highlight=False)
     for line in result.failures:
@@ -335,6 +355,8 @@ def report(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", envvar="RAY_ADDRESS", help="run them on a running Ray cluster: its head's HOST:PORT", show_envvar=True)] = None,
     shard_size: Annotated[int, typer.Option("--shard-size", help="evaluation images per task")] = DEFAULT_SHARD_SIZE,
     artifact_store: Annotated[Optional[Path], typer.Option("--artifact-store", help="a folder the Ray workers and this machine all reach; files travel through it instead of as bytes")] = None,
+    arch: ArchOpt = Arch.host,
+    arm_cpu: ArmCpuOpt = DEFAULT_PROFILE,
 ) -> None:
     """Size, latency, accuracy and per-layer int8 error of every (target, precision), as JSON, Markdown and HTML.
 
@@ -344,7 +366,7 @@ def report(
 
     request = ReportRequest(models_arg, targets, precisions, weights, weights_format, eval_data, calib_data,
                             eval_limit, repeats, out, not no_reuse, workers, ray_address or None, shard_size,
-                            artifact_store, command=_command_line())
+                            artifact_store, command=_command_line(), arm_cpus=arm_cpus(arch, arm_cpu))
     with _report_progress() as (step, advance):
         done = run_report(request, on_step=step, on_progress=advance)
     _show_report(done)
@@ -354,14 +376,18 @@ def report(
 
 def _show_report(done) -> None:
     """The headline table, the failed cells, where it ran, what to ship, the files written."""
-    from .reports import HEADLINE, headline_rows, ship_lines
+    from .reports import ARM64_HEADER, HEADLINE, arm64_rows, headline_rows, ship_lines
 
-    table = Table(title="quantization report")
-    for col in HEADLINE:
-        table.add_column(col)
-    for row in headline_rows(done.report):
-        table.add_row(*row)
-    console.print(table)
+    for title, header, rows in (("quantization report", HEADLINE, headline_rows(done.report)),
+                                ("parity on ARM64 (emulated CPUs, the parity images)", ARM64_HEADER,
+                                 arm64_rows(done.report))):
+        if rows:
+            table = Table(title=title)
+            for col in header:
+                table.add_column(col)
+            for row in rows:
+                table.add_row(*row)
+            console.print(table)
     for line in done.failures:
         err_console.print(f"[red]failed[/]: {_escape(line)}", highlight=False, soft_wrap=True)
     if done.failures:

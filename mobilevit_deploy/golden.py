@@ -143,10 +143,11 @@ class CheckedFile:
 
 def check_path(path: Path, model: str | None = None, weights: Path | str | None = None,
                num_classes: int | None = None, data: Path | None = None, golden: Path | None = None,
-               save_to: Path | None = None, progress: bool = False) -> CheckedFile:
+               save_to: Path | None = None, progress: bool = False, arm_cpus: tuple = ()) -> CheckedFile:
     """A file checked against golden outputs (`golden`, no PyTorch) or against the PyTorch `model`;
-    with `save_to`, a file that passed also gets its golden folder there. The options are refused
-    before any work when they do not go together."""
+    with `save_to`, a file that passed also gets its golden folder there; `arm_cpus`: also checked on
+    the engine's ARM64 build on those emulated CPUs. The options are refused before any work when they
+    do not go together."""
     from .errors import InvalidValueError
     from .outputs import require_writable_folder
     from .parity import parity_path
@@ -156,12 +157,14 @@ def check_path(path: Path, model: str | None = None, weights: Path | str | None 
     if golden is not None:
         if save_to is not None:
             raise InvalidValueError("--golden and --save-golden do not go together: check first, then save")
+        if arm_cpus:
+            raise InvalidValueError("--golden checks on this machine; --arch arm64 checks against PyTorch (--model)")
         return CheckedFile(check_golden(path, golden), _size_of(path))
     if model is None:
         raise InvalidValueError("pass --model NAME (the PyTorch model the file should match), or --golden DIR")
     if save_to is not None:
         require_writable_folder(save_to, "--save-golden")
-    artifact, report = check_file(path, model, weights, num_classes, data, progress=progress)
+    artifact, report = check_file(path, model, weights, num_classes, data, progress=progress, arm_cpus=arm_cpus)
     saved = (save_golden(path, save_to, model, weights, num_classes, data)
              if save_to is not None and report.passed else None)
     return CheckedFile(report, artifact.size_bytes, parity_path(path), saved)

@@ -35,6 +35,16 @@ class Host:
         return (f"{self.cpu} ({self.machine}, {self.cores} cores; {' '.join(self.features) or 'no listed features'}"
                 + (f"; no {' '.join(missing)}" if missing else "") + ")")
 
+    def int8_caveat(self) -> str | None:
+        """Why int8 speed measured here is not a phone's, or None on an ARM64 host with dot-product."""
+        if self.machine in ("x86_64", "AMD64"):
+            vnni = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in self.features]
+            return (f"x86-64 int8 kernels ({'with ' + ', '.join(vnni) if vnni else 'no VNNI: int8 barely beats fp32 here'})"
+                    ", not the ARM dot-product kernels phones run")
+        if "asimddp" not in self.features:
+            return "this ARM CPU has no dot-product instructions: int8 runs slower here than on phones since 2019"
+        return None
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -21,9 +21,11 @@ from typing import Callable, Sequence
 import numpy as np
 from torch import nn
 
+from .arm64 import arm64_parity, require_arm64
 from .calibration import DEFAULT_SAMPLES, UNVALIDATED_NOTE, calibration_again, calibration_for
 from .checkpoints import REFERENCE_CHECKPOINTS, ReferenceCheckpoint
 from .data import load_folder, read_labels, synthetic_images
+from .emulation import CpuProfile
 from .errors import (ArtifactError, DataError, InputSizeError, InvalidValueError, ShapeMismatchError, at_least,
                      first_line)
 from .fusion import fuse
@@ -220,12 +222,14 @@ def require_fit(artifact: Artifact, prepared: PreparedModel) -> None:
 
 def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, inputs: ParityInputs,
                    label: Path | None = None, exported: nn.Module | None = None,
-                   calibration: Calibration | None = None, recipe: dict | None = None) -> ParityReport:
+                   calibration: Calibration | None = None, recipe: dict | None = None,
+                   arm_cpus: Sequence[CpuProfile] = ()) -> ParityReport:
     """Run the artifact and the PyTorch model on the same inputs and compare (accuracy), run it against
     its replica (integrity: `artifact.replica`, else the target's, from `calibration`) and audit its
     weights against `exported` (the fused model it was converted from; default: `prepared`'s, fused).
-    `label`: the path the report names (the final path when checked in a staging folder); `recipe`:
-    what the report records for a later check."""
+    With `arm_cpus`, the accuracy comparison again on the engine's ARM64 build, once per emulated CPU
+    (`arm64.arm64_parity`). `label`: the path the report names (the final path when checked in a staging
+    folder); `recipe`: what the report records for a later check."""
     require_fit(artifact, prepared)
     with TorchRunner(prepared.model, input_shape=prepared.input_shape) as reference_runner:
         reference = reference_runner.infer(inputs.images)
@@ -233,7 +237,7 @@ def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, 
     exported = exported if exported is not None else fuse(prepared.model).model
     tolerance = tolerance_for(target, artifact.precision)
     engine = target.name
-    integrity, audit = None, None
+    integrity, audit, arm64 = None, None, None
     try:
         with target.runner(artifact) as runner:
             engine = runner.engine
@@ -243,6 +247,10 @@ def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, 
         integrity, wrong = _integrity(artifact, target, exported, calibration, inputs, candidate, prepared.trained)
         audit = _audit(artifact, target, exported)
         failures += [f"integrity: {line}" for line in wrong] + [f"weights: {line}" for line in audit.failures]
+        if arm_cpus:
+            arm64, wrong = arm64_parity(artifact, target, arm_cpus, inputs.images, reference, candidate, tolerance,
+                                        prepared.trained)
+            failures += wrong
     except (ArtifactError, ShapeMismatchError) as e:   # a crash or a load failure is a failed check
         metrics, failures = None, [str(e)]
     notes = [*prepared.notes, *artifact.notes]
@@ -253,7 +261,7 @@ def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, 
         reference=f"{reference_engine}, {prepared.name} unfused, {prepared.image_size}x{prepared.image_size}",
         engine=engine, samples=inputs.describe(), metrics=metrics, tolerance=tolerance,
         failures=failures, weights=prepared.weights, notes=notes,
-        integrity=integrity, audit=audit.to_dict() if audit is not None else None, recipe=recipe,
+        integrity=integrity, audit=audit.to_dict() if audit is not None else None, recipe=recipe, arm64=arm64,
     )
 
 
@@ -341,7 +349,7 @@ def convert_all(prepared: PreparedModel, target: str | Target, specs: Sequence[E
                 calibration: Calibration | None = None, calib_data: str | Path | None = None,
                 calib_samples: int = DEFAULT_SAMPLES, inputs: ParityInputs | None = None, data: Path | None = None,
                 check: bool = True, do_fuse: bool = True, progress: bool = False,
-                on_step: Callable[[str], None] | None = None) -> Conversion:
+                on_step: Callable[[str], None] | None = None, arm_cpus: Sequence[CpuProfile] = ()) -> Conversion:
     """The convert sequence, written once (the CLI, the Python API, bundles and report cells run it):
 
     1. every spec validated by `target.validate`, once, before any work (a ValidSpec of this target
@@ -353,9 +361,12 @@ def convert_all(prepared: PreparedModel, target: str | Target, specs: Sequence[E
     4. per spec: fuse, `target.convert` in a staging folder, parity against PyTorch, then the artifact and
        its <artifact>.parity.json renamed into `out_dir` (a file that fails parity into <out_dir>/failed/).
 
-    `on_step(text)` hears of each conversion as it starts (after any images are read)."""
+    `on_step(text)` hears of each conversion as it starts (after any images are read); `arm_cpus`: the
+    emulated phone CPUs each file is also checked on (`check_artifact`)."""
     target = get_target(target) if isinstance(target, str) else target
     valid = [spec if spec.validated_by(target.name) else target.validate(spec) for spec in specs]
+    if check:
+        require_arm64(target, arm_cpus)
     if calibration is None and any(target.needs_calibration(spec.precision) for spec in valid):
         calibration = calibration_for(prepared, calib_data, samples=calib_samples, progress=progress)
     if check and inputs is None:
@@ -365,7 +376,7 @@ def convert_all(prepared: PreparedModel, target: str | Target, specs: Sequence[E
         if on_step is not None:
             on_step(f"converting {prepared.name} to {target.name} {spec.precision.value}...")
         results.append(_convert_one(prepared, target, spec, Path(out_dir), calibration, inputs if check else None,
-                                    do_fuse))
+                                    do_fuse, arm_cpus))
     return Conversion(prepared, results, calibration, inputs if check else None)
 
 
@@ -415,7 +426,8 @@ def _prepared(model: str | PreparedModel | nn.Module, weights, weights_format, i
 
 
 def _convert_one(prepared: PreparedModel, target: Target, spec: ValidSpec, out_dir: Path,
-                 calibration: Calibration | None, inputs: ParityInputs | None, do_fuse: bool) -> ConvertResult:
+                 calibration: Calibration | None, inputs: ParityInputs | None, do_fuse: bool,
+                 arm_cpus: Sequence[CpuProfile] = ()) -> ConvertResult:
     """Step 4 of `convert_all` for one validated spec; `inputs` None: no parity check."""
     fusion = fuse(prepared.model) if do_fuse else None
     export_model = fusion.model if fusion else prepared.model
@@ -424,7 +436,7 @@ def _convert_one(prepared: PreparedModel, target: Target, spec: ValidSpec, out_d
     created = ensure_folder(out_dir)
     try:
         return _convert_staged(prepared, target, spec, out_dir, export_model,
-                               fusion.fused_pairs if fusion else 0, inputs, calibration)
+                               fusion.fused_pairs if fusion else 0, inputs, calibration, arm_cpus)
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()                  # leave no trace of a failed first conversion
@@ -433,7 +445,7 @@ def _convert_one(prepared: PreparedModel, target: Target, spec: ValidSpec, out_d
 
 def _convert_staged(prepared: PreparedModel, target: Target, spec: ValidSpec, out_dir: Path,
                     export_model: nn.Module, fused_pairs: int, inputs: ParityInputs | None,
-                    calibration: Calibration | None) -> ConvertResult:
+                    calibration: Calibration | None, arm_cpus: Sequence[CpuProfile]) -> ConvertResult:
     final = out_dir / artifact_name(prepared.name, spec.precision, target, spec.converter)
     with staging(out_dir) as tmp:
         staged = Path(tmp) / final.name
@@ -446,7 +458,7 @@ def _convert_staged(prepared: PreparedModel, target: Target, spec: ValidSpec, ou
                    "calibration": calibration.record() if calibration is not None and target.needs_calibration(
                        spec.precision) else None}
         report = None if inputs is None else check_artifact(artifact, target, prepared, inputs, label=final,
-                                                            exported=export_model, recipe=recipe)
+                                                            exported=export_model, recipe=recipe, arm_cpus=arm_cpus)
         if report is not None and not report.passed:
             # A file that fails parity never takes the place of what is there: it goes to failed/.
             final = out_dir / FAILED_FOLDER / final.name
@@ -474,12 +486,14 @@ def load_for_model(path: Path, model: str, weights: Path | str | None = None,
 
 
 def check_file(path: Path, model: str, weights: Path | str | None = None, num_classes: int | None = None,
-               data: Path | None = None, progress: bool = False) -> tuple[Artifact, ParityReport]:
+               data: Path | None = None, progress: bool = False,
+               arm_cpus: Sequence[CpuProfile] = ()) -> tuple[Artifact, ParityReport]:
     """Check an existing file (possibly not made by mvdeploy) against the PyTorch model and write
     <file>.parity.json beside it. The input size comes from the file; the classes from the file
     unless `num_classes` says otherwise (a mismatch is a ShapeMismatchError, not a traceback). When an
     earlier report of mvdeploy's beside it records the recipe, the int8 replica is rebuilt from it."""
     target, artifact, prepared = load_for_model(path, model, weights, num_classes)
+    require_arm64(target, arm_cpus)
     recipe = recorded_recipe(path)
     if recipe and recipe.get("converter"):
         artifact = replace(artifact, converter=recipe["converter"])
@@ -487,6 +501,7 @@ def check_file(path: Path, model: str, weights: Path | str | None = None, num_cl
     calibration = None
     if recipe and recipe.get("calibration") and target.needs_calibration(artifact.precision):
         calibration = calibration_again(prepared, recipe["calibration"])
-    report = check_artifact(artifact, target, prepared, inputs, calibration=calibration, recipe=recipe)
+    report = check_artifact(artifact, target, prepared, inputs, calibration=calibration, recipe=recipe,
+                            arm_cpus=arm_cpus)
     report.write(parity_path(path))
     return artifact, report

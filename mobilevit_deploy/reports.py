@@ -39,13 +39,30 @@ def headline_rows(report) -> list[tuple[str, ...]]:
     return rows
 
 
+ARM64_HEADER = ("model", "target", "precision", "CPU profile", "max rel", "cosine min", "top-1 agree",
+                "x86-vs-ARM max rel", "parity")
+
+
+ARM64_NOTE = ("Each file run by its engine's ARM64 build (XNNPACK's NEON kernels) on an emulated phone CPU, "
+              "against PyTorch on the parity images; x86-vs-ARM is how far the ARM64 outputs are from this "
+              "machine's. Emulated: numbers, never timing.")
+
+
+def arm64_rows(report) -> list[tuple[str, ...]]:
+    """Each variant checked on ARM64, one row per emulated CPU (empty when the report ran without --arch arm64)."""
+    return [(r.model, r.target, r.precision, a["profile"], _fmt(a["max_rel"], ".2e"), _fmt(a["cosine_min"], ".5f"),
+             _pct(a["top1_agreement"]), _fmt(a["vs_host_max_rel"], ".2e"), "pass" if a["passed"] else "FAIL")
+            for m in report.models for r in m.rows for a in r.arm64]
+
+
 def ship_lines(report) -> list[str]:
     """One line per model: the variant to ship (fastest measured within the accuracy bound)."""
     from .quantization.recommend import ACCURACY_BOUND_PT, recommend
 
+    executor = getattr(report, "executor", None) or {}
     lines = []
     for m in report.models:
-        pick = recommend(m)
+        pick = recommend(m, host=executor.get("latency_host"), caveat=executor.get("latency_int8_caveat"))
         lines.append(pick.line() if pick else
                      f"{m.model}: no timed variant is within {ACCURACY_BOUND_PT} pt of PyTorch fp32 with parity passed")
     return lines
@@ -87,6 +104,8 @@ def to_markdown(report) -> str:
                 ""]
     out += ["## What to ship", ""] + [f"- {line}" for line in ship_lines(report)] + [""]
     out += ["## Results", "", _markdown_table(HEADLINE, headline_rows(report)), ""]
+    if arm64_rows(report):
+        out += ["## Parity on ARM64", "", ARM64_NOTE, "", _markdown_table(ARM64_HEADER, arm64_rows(report)), ""]
     failures = [f"- {m.model} {line}" for m in report.models for line in m.failures]
     if failures:
         out += ["## Failed", "", *failures, ""]
@@ -188,6 +207,8 @@ def to_html(report) -> str:
     parts.append("<h2>what to ship</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in ship_lines(report))
                  + "</ul>")
     parts.append(table(HEADLINE, headline_rows(report)))
+    if arm64_rows(report):
+        parts.append(f"<h2>parity on ARM64</h2><p>{html.escape(ARM64_NOTE)}</p>" + table(ARM64_HEADER, arm64_rows(report)))
     failures = [f"{m.model} {line}" for m in report.models for line in m.failures]
     if failures:
         parts.append("<h2>failed</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in failures) + "</ul>")

@@ -51,6 +51,7 @@ class Target(Protocol):
     requires: tuple[str, ...]              # modules the toolchain imports; unavailable_reason names the missing
     intermediates: Callable | None         # debug's capture of this engine's intermediate tensors, or None
     layer_quantizer: Callable | None       # () -> the PT2E quantizer the int8 layer analysis uses, or None
+    arm64_unsupported: str | None          # None when runner(artifact, arm_cpu=...) runs its ARM64 build; else why not
 
     def unavailable_reason(self) -> str | None:
         """None when this target can convert here; else one line saying what is missing."""
@@ -103,6 +104,7 @@ class BaseTarget:
     integrity: dict[Precision, Tolerance] = {}  # the bound against the replica, per precision it reproduces
     weights_unread: str = "its weights are not read"    # why `stored_tensors` gives nothing, for the report
     keeps_epsilons: bool = False                # its files keep each norm epsilon as a scalar constant (audited)
+    arm64_unsupported: str | None = "its engine has no ARM64 build in the ARM64 engine"   # None: --arch arm64 runs it
 
     def __init_subclass__(cls, **kwargs):
         """A target written for the old contract (its rules in `_check`) would have its rules skipped

@@ -28,6 +28,7 @@ class OnnxTarget(BaseTarget):
     tolerances = {Precision.fp32: FP32}
     requires = ("onnx", "onnxruntime")
     intermediates = OnnxCapture
+    arm64_unsupported = "onnxruntime's aarch64 build is not part of the ARM64 engine (phones run .tflite or .pte files)"
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:

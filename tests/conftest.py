@@ -40,8 +40,8 @@ UNIT = {"test_compare", "test_data", "test_fusion", "test_weights", "test_models
 # test_executorch comes after the long files: its report test reads the matrix's ExecuTorch int8 file, and
 # handed out early it waited 248 s on that file's lock while the other worker converted it; test_integrity
 # (the matrix's TFLite fp16/int8 and ExecuTorch int8 files) comes after the first long files for that reason.
-LONGEST_FIRST = ["test_matrix", "test_bundle", "test_hardening", "test_scale", "test_integrity", "test_tflite", "test_cli",
-                 "test_debug", "test_coreml", "test_foreign_weights", "test_executorch", "test_diagnose", "test_mil"]
+LONGEST_FIRST = ["test_matrix", "test_bundle", "test_hardening", "test_scale", "test_integrity", "test_arm64", "test_tflite",
+                 "test_cli", "test_debug", "test_coreml", "test_foreign_weights", "test_executorch", "test_diagnose", "test_mil"]
 
 
 def _module_of(nodeid: str) -> str:

@@ -9,6 +9,7 @@ or quantization parameters change), so every fault reaches the checks rather tha
   scale_quant      every quantization scale of the largest int8 weight tensor times 1.01
   ln_epsilon       the LayerNorm epsilon constant (1e-5) times EPSILON_FACTOR
   flip_bytes       8 bytes of the largest constant buffer inverted (spread over the buffer)
+  negate_head      the classifier head (the last linear layer's weights and bias) negated: the logits flip
 """
 from __future__ import annotations
 
@@ -70,6 +71,18 @@ def _largest(model, graph, position: int):
     candidates = _op_inputs(model, graph, position)
     return graph.tensors[max(candidates, key=lambda i: (_values(model, graph.tensors[i]).size,
                                                         float(np.linalg.norm(_values(model, graph.tensors[i]).astype(np.float64)))))]
+
+
+def negate_head(data: bytes) -> bytes:
+    """The last FULLY_CONNECTED op's weights and bias times -1 (int8 weights: their integers, -128 kept at 127)."""
+    model, graph = _model(data)
+    weights, biases = _op_inputs(model, graph, 1), _op_inputs(model, graph, 2)
+    for index in (weights[-1], biases[-1] if biases else None):
+        if index is not None:
+            tensor = graph.tensors[index]
+            values = -_values(model, tensor).astype(np.float64)
+            _store(model, tensor, np.clip(values, -127, 127) if tensor.type == 9 else values)
+    return _bytes(model)
 
 
 def scale_weights(data: bytes, factor: float = 1.01) -> bytes:

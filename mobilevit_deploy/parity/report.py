@@ -25,6 +25,7 @@ class ParityReport:
     integrity: dict | None = None  # the file against its replica: reference, metrics, tolerance, failures (or why not)
     audit: dict | None = None      # the weight audit (parity.audit.Audit.to_dict)
     recipe: dict | None = None     # how the file was made, for a later check: converter, calibration record
+    arm64: list[dict] | None = None  # the same comparison on the engine's ARM64 build, one row per emulated CPU
 
     @property
     def passed(self) -> bool:
@@ -37,7 +38,7 @@ class ParityReport:
             "passed": self.passed, "metrics": self.metrics.to_dict() if self.metrics else None,
             "tolerance": self.tolerance.to_dict(), "failures": self.failures,
             "weights": self.weights, "notes": self.notes,
-            "integrity": self.integrity, "audit": self.audit, "recipe": self.recipe,
+            "integrity": self.integrity, "audit": self.audit, "recipe": self.recipe, "arm64": self.arm64,
         }
 
     def proof_lines(self) -> list[str]:
@@ -57,12 +58,27 @@ class ParityReport:
                          f"weights {'FAIL' if a['failures'] else 'pass'}: {a['matched']} of {a['stored']} stored tensors "
                          f"matched to the model's parameters, {len(a['failures'])} outside their rounding bound; "
                          f"{a['unmatched']} unmatched (constants the converter computed)")
-        return lines
+        return lines + _arm64_lines(self.arm64 or [])
 
     def write(self, path: Path) -> Path:
         from ..outputs import write_text_atomic
         write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
         return Path(path)
+
+
+def _arm64_lines(rows: list[dict]) -> list[str]:
+    """One terminal line per profile."""
+    lines = []
+    for row in rows:
+        verdict = "FAIL" if row["failures"] else "pass"
+        if row["metrics"] is None:
+            lines.append(f"arm64 {row['profile']} {verdict}: {row['failures'][0]}")
+            continue
+        m, host = row["metrics"], row["vs_host"]
+        lines.append(f"arm64 {row['profile']} {verdict}: max_rel {m['max_rel']:.3g}, cosine_min {m['cosine_min']:.6f}, "
+                     f"top-1 {m['top1_agreement']:.3f} against PyTorch; x86-vs-ARM max_rel {host['max_rel']:.3g} "
+                     f"(emulated {row['machine']}, check took {row['check_seconds']:.0f} s)")
+    return lines
 
 
 def _bound(tolerance: dict) -> str:

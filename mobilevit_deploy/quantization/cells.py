@@ -115,13 +115,14 @@ class CellResult:
     parcel: Parcel
     parity_passed: bool | None
     notes: tuple[str, ...]
+    arm64: tuple[dict, ...] = ()    # the parity check's rows on the engine's ARM64 build (emulated CPUs)
 
 
 def convert_cell(prepared, target_name: str, precision: Precision, calibration: Calibration | None,
-                 parity, store: str | None) -> CellResult:
+                 parity, store: str | None, arm_cpus: tuple = ()) -> CellResult:
     """Convert and check one cell in a scratch folder here, through the one convert sequence with the
-    report's own calibration and parity images; the file then goes to `store` when it is given (a folder
-    the driver reads too), else back as bytes."""
+    report's own calibration and parity images (and on `arm_cpus` when the target runs on ARM64); the
+    file then goes to `store` when it is given (a folder the driver reads too), else back as bytes."""
     from ..pipeline import convert_all
     from ..targets import get_target
 
@@ -129,20 +130,25 @@ def convert_cell(prepared, target_name: str, precision: Precision, calibration: 
     calibration = calibration if target.needs_calibration(precision) else None
     with tempfile.TemporaryDirectory(prefix="mvdeploy-cell-") as scratch, torch_threads(QUANTIZATION_THREADS):
         result = convert_all(prepared, target, [prepared.spec(precision)], Path(scratch), inputs=parity,
-                             calibration=calibration).results[0]
+                             calibration=calibration,
+                             arm_cpus=() if target.arm64_unsupported else arm_cpus).results[0]
         parcel = pack(result.artifact.path, Path(scratch), None if store is None else Path(store))
-    passed = result.report.passed if result.report is not None else None
-    notes = tuple(result.report.notes) if result.report is not None else tuple(result.artifact.notes)
-    return CellResult(result.artifact, parcel, passed, notes)
+    report = result.report
+    passed = report.passed if report is not None else None
+    notes = tuple(report.notes) if report is not None else tuple(result.artifact.notes)
+    return CellResult(result.artifact, parcel, passed, notes, tuple(report.arm64 or []) if report is not None else ())
 
 
-def reusable(path: Path, weights: str) -> bool:
-    """An artifact from an earlier run of the same weights whose parity check passed."""
+def reusable(path: Path, weights: str, arm_cpus: tuple = ()) -> bool:
+    """An artifact from an earlier run of the same weights whose parity check passed (on each of
+    `arm_cpus` too: the profiles asked for are the ones its report has rows for)."""
     report = parity_path(path)
     if not (path.exists() and report.exists()):
         return False
     facts = json.loads(report.read_text())
-    return facts.get("passed") is True and facts.get("weights") == weights
+    checked_on = {row["profile"] for row in facts.get("arm64") or []}
+    return (facts.get("passed") is True and facts.get("weights") == weights
+            and checked_on >= {cpu.name for cpu in arm_cpus})
 
 
 def reused_cell(path: Path, target_name: str, precision: Precision, folder: Path, store: Path | None) -> CellResult:
@@ -151,7 +157,8 @@ def reused_cell(path: Path, target_name: str, precision: Precision, folder: Path
 
     artifact = get_target(target_name).load(path, precision)
     facts = json.loads(parity_path(path).read_text())
-    return CellResult(artifact, pack(path, folder, store), facts["passed"], tuple(facts.get("notes", [])))
+    return CellResult(artifact, pack(path, folder, store), facts["passed"], tuple(facts.get("notes", [])),
+                      tuple(facts.get("arm64") or []))
 
 
 def evaluate_shard(cell: CellResult, images: np.ndarray, threads: int | None) -> np.ndarray:

@@ -34,6 +34,7 @@ class VariantResult:
     sqnr_db: float
     parity_passed: bool | None
     notes: list[str] = field(default_factory=list)
+    arm64: list[dict] = field(default_factory=list)   # parity on the ARM64 build, per emulated CPU (parity images)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -43,6 +43,7 @@ class ReportRequest:
     shard_size: int = DEFAULT_SHARD_SIZE
     artifact_store: Path | None = None     # a folder the Ray workers and this machine all reach
     command: str = ""                      # the command line, recorded in report.json
+    arm_cpus: tuple = ()                   # emulation.CpuProfile: parity also on ARM64 for targets that run there
 
 
 @dataclass(frozen=True)
@@ -93,4 +94,10 @@ def plan_report(request: ReportRequest) -> ReportPlan:
         raise InvalidValueError(f"nothing to report: none of the targets {', '.join(targets)} takes "
                                 f"{', '.join(p.value for p in precisions)}")
     require_disjoint(r.calib_data, r.eval_data)
+    if r.arm_cpus:
+        from ..emulation import find_emulator
+        if all(get_target(t).arm64_unsupported for t in targets):
+            raise InvalidValueError(f"--arch arm64: none of {', '.join(targets)} runs on ARM64 here "
+                                    "(tflite files do)")
+        find_emulator()
     return ReportPlan(r, models, targets, precisions, pairs)

@@ -42,13 +42,14 @@ def run_report(request: ReportRequest, on_step=lambda text: None,
     executor = executor_for(r.workers, r.ray_address or None)
     ran_on = {**executor.describe(), "shard_size": r.shard_size,
               "artifact_store": str(r.artifact_store) if r.artifact_store is not None else None,
-              "latency_host": host().describe()}         # latency is timed here, in the driver
+              "latency_host": host().describe(),         # latency is timed here, in the driver
+              "latency_int8_caveat": host().int8_caveat()}
     on_step(f"starting {ran_on['description']}")
     with executor:
         results = measure_models([(p, Path(r.out) / "artifacts" / p.name) for p in prepared], plan.targets,
                                  plan.precisions, eval_data=r.eval_data, calib_data=r.calib_data,
                                  eval_limit=r.eval_limit, repeats=r.repeats, reuse=r.reuse, executor=executor,
                                  shard_size=r.shard_size, artifact_store=r.artifact_store, on_step=on_step,
-                                 on_progress=on_progress)
+                                 on_progress=on_progress, arm_cpus=r.arm_cpus)
     report = Report(r.command, tool_versions(), results, ran_on)
     return ReportRun(report, write_report(report, Path(r.out)))

@@ -74,7 +74,8 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
                    eval_data: Path | None = None, calib_data: str | None = None, calib_samples: int = DEFAULT_SAMPLES,
                    eval_limit: int | None = None, repeats: int = DEFAULT_REPEATS, layer_images: int = 16, reuse: bool = True,
                    executor=None, shard_size: int = DEFAULT_SHARD_SIZE, artifact_store: Path | None = None,
-                   on_step=lambda text: None, on_progress=lambda done, total: None) -> list[ModelReport]:
+                   on_step=lambda text: None, on_progress=lambda done, total: None,
+                   arm_cpus: tuple = ()) -> list[ModelReport]:
     """Every (model, target, precision) cell: convert (or reuse) it, evaluate it shard by shard, time it.
 
     The cells, the shards and the int8 per-layer analyses are tasks of `executor` (in this process
@@ -83,7 +84,7 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
     variant after the other once the tasks are done, so that no other task shares the cores with it.
     A cell whose conversion or evaluation fails is listed in the model's `failures` with its error line;
     the others complete. `artifact_store`: a folder every worker and this process reach (else files
-    travel as bytes)."""
+    travel as bytes). `arm_cpus`: each cell of a target that runs on ARM64 is also checked there."""
     from ..scale import InProcessExecutor
 
     shards(0, shard_size)                                  # refuse a bad size before any work
@@ -112,13 +113,14 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
                 if precision not in target.precisions:
                     continue
                 path = job.out_dir / artifact_name(p.name, precision, target, None)
-                reused = reuse and reusable(path, p.weights)
+                arm = () if target.arm64_unsupported else tuple(arm_cpus)
+                reused = reuse and reusable(path, p.weights, arm)
                 if reused:
                     handle = executor.put(reused_cell(path, target_name, precision, job.out_dir, store))
                 else:
                     handle = executor.submit(convert_cell, model, target_name, precision,
                                              calibration if target.needs_calibration(precision) else None,
-                                             parity, None if store is None else str(store))
+                                             parity, None if store is None else str(store), arm)
                 cell = _Cell(target_name, precision, handle, reused)
                 job.cells.append(cell)
                 add(handle, _keep_cell(cell, job))
@@ -235,6 +237,15 @@ def _finish(job: _Job, repeats: int, done: int, total: int, on_progress) -> int:
         report.rows.append(VariantResult(
             p.name, cell.target, cell.precision.value, str(artifact.path), engine, size,
             size / base if base else None, latency[0], latency[1], note,
-            parity_passed=cell.result.parity_passed, notes=list(cell.result.notes), **figures))
+            parity_passed=cell.result.parity_passed, notes=list(cell.result.notes),
+            arm64=[_arm64_figures(row) for row in cell.result.arm64], **figures))
         on_progress(done, total)
     return done
+
+
+def _arm64_figures(row: dict) -> dict:
+    """What the report keeps of a parity check's ARM64 row."""
+    m, host = row.get("metrics") or {}, row.get("vs_host") or {}
+    return {"profile": row["profile"], "max_rel": m.get("max_rel"), "cosine_min": m.get("cosine_min"),
+            "top1_agreement": m.get("top1_agreement"), "vs_host_max_rel": host.get("max_rel"),
+            "passed": not row["failures"], "engine": row.get("engine")}

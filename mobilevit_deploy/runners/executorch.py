@@ -69,9 +69,8 @@ class ExecuTorchRunner(WorkerRunner):
             raise ArtifactError(f"{self.artifact.path}: the forward method returned no outputs")
         return arrays[0].astype(np.float32, copy=False)
 
-    def time_inference(self, image: np.ndarray, repeats: int, warmup: int = 3) -> list[float]:
+    def _time_inference(self, image: np.ndarray, repeats: int, warmup: int) -> list[float]:
         """Milliseconds of `execute()` alone, timed inside the worker (no pipe round trip)."""
-        self._require_active()
         x = np.ascontiguousarray(np.asarray(image, dtype=np.float32)[:1])
         reply, _ = self._request({"op": "time", "repeats": int(repeats), "warmup": int(warmup)}, [x])
         return reply["times_ms"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..emulation import CpuProfile
 from ..errors import ArtifactError
 from ..formats.tflite import read_tflite, refuse_custom_ops
 from ..spec import Artifact
@@ -32,8 +33,8 @@ class LiteRTRunner(WorkerRunner):
     worker_env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
     def __init__(self, artifact: Artifact, *, num_threads: int = 2, preserve_all_tensors: bool = False,
-                 timeout_s: float = WORKER_TIMEOUT_S):
-        super().__init__(artifact, timeout_s)
+                 timeout_s: float = WORKER_TIMEOUT_S, arm_cpu: CpuProfile | None = None):
+        super().__init__(artifact, timeout_s, arm_cpu)
         self.num_threads = num_threads
         self.preserve_all_tensors = preserve_all_tensors   # keep intermediates for tensor() (no XNNPACK)
         self.inputs: list[dict] = []       # the interpreter's own view: name, index, shape, dtype, scale, zero_point
@@ -42,8 +43,9 @@ class LiteRTRunner(WorkerRunner):
     @property
     def engine(self) -> str:
         delegate = "reference kernels" if self.preserve_all_tensors else "XNNPACK"
-        return (f"ai-edge-litert {version_of('ai-edge-litert')} interpreter "
-                f"(CPU, {self.num_threads} threads, {delegate})")
+        version = self.emulator.version_of("ai-edge-litert") if self.emulator else version_of("ai-edge-litert")
+        return (f"ai-edge-litert {version} interpreter "
+                f"({self.where}CPU, {self.num_threads} threads, {delegate})")
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -70,9 +72,8 @@ class LiteRTRunner(WorkerRunner):
         details = self.outputs[0]
         return _dequantize(out, details) if details["scale"] else out.astype(np.float32)
 
-    def time_inference(self, image: np.ndarray, repeats: int, warmup: int = 3) -> list[float]:
+    def _time_inference(self, image: np.ndarray, repeats: int, warmup: int) -> list[float]:
         """Milliseconds of `invoke()` alone, timed inside the worker (no pipe round trip)."""
-        self._require_active()
         reply, _ = self._request({"op": "time", "repeats": int(repeats), "warmup": int(warmup)},
                                  [self._feed(np.asarray(image, dtype=np.float32)[:1])])
         return reply["times_ms"]

@@ -2,7 +2,9 @@
 an error that names the signal (a native abort or segfault in the engine must not kill the CLI).
 
 Subclasses (LiteRT, ExecuTorch) name their worker module and engine, and open/close the engine with
-requests; the framing is worker_protocol.py.
+requests; the framing is worker_protocol.py. Given an ARM CPU profile, the worker is the aarch64 Python
+of the ARM64 engine under emulation (emulation.py), running the same worker module: the same requests,
+answered by the engine's ARM64 build.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..emulation import CpuProfile, Emulator, find_emulator
 from ..errors import ArtifactError
 from ..spec import Artifact
 from .base import Runner
@@ -31,12 +34,25 @@ class WorkerRunner(Runner):
     stderr_noise_anywhere: tuple[str, ...] = ()
     worker_env: dict[str, str] = {}  # set in the worker's environment unless already set
 
-    def __init__(self, artifact: Artifact, timeout_s: float = WORKER_TIMEOUT_S):
+    def __init__(self, artifact: Artifact, timeout_s: float = WORKER_TIMEOUT_S, arm_cpu: CpuProfile | None = None):
         super().__init__(artifact)
         self.timeout_s = timeout_s
+        self.arm_cpu = arm_cpu               # None: the host's build of the engine, natively
+        self.emulator: Emulator | None = find_emulator() if arm_cpu is not None else None
+        if arm_cpu is not None:
+            self.latency_unmeasurable = (f"it runs under emulation (qemu-aarch64 -cpu {arm_cpu.qemu_cpu}): "
+                                         "emulated time is not a phone's time")
+        self.machine: str | None = None      # what the worker process runs on (platform.machine()), once open
         self._proc: subprocess.Popen | None = None
         self._stderr = None
         self._exit_reason: str | None = None
+
+    @property
+    def where(self) -> str:
+        """How the engine runs, for `engine`: '' natively, else the emulated CPU and the emulator."""
+        if self.emulator is None:
+            return ""
+        return f"aarch64 build on an emulated {self.arm_cpu.name} (qemu-aarch64 {self.emulator.qemu_version}), "
 
     def _start(self) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
@@ -46,12 +62,27 @@ class WorkerRunner(Runner):
             env.setdefault(key, value)
         self._stderr = tempfile.TemporaryFile()
         self._exit_reason = None
-        command = f"from {self.worker_module} import serve; serve()"
+        python_args = ["-c", f"from {self.worker_module} import serve; serve()"]
+        argv = [sys.executable, *python_args]
+        if self.emulator is not None:
+            argv, env = self.emulator.command(self.arm_cpu, python_args), self.emulator.environment(env)
         try:
-            self._proc = subprocess.Popen([sys.executable, "-c", command], stdin=subprocess.PIPE,
+            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=self._stderr, env=env, bufsize=0)
         except OSError as e:
             raise ArtifactError(f"cannot start the {self.label} worker process: {e}") from None
+        self.machine = self._request({"op": "machine"})[0]["machine"]
+
+    def time_inference(self, image: np.ndarray, repeats: int, warmup: int = 3) -> list[float]:
+        """Milliseconds per inference, timed as close to the engine as the subclass can; never under
+        emulation."""
+        self._require_active()
+        if self.emulator is not None:
+            raise ArtifactError(f"{self.artifact.path} is not timed on {self.arm_cpu.name}: {self.latency_unmeasurable}")
+        return self._time_inference(image, repeats, warmup)
+
+    def _time_inference(self, image: np.ndarray, repeats: int, warmup: int) -> list[float]:
+        return super().time_inference(image, repeats, warmup)
 
     def _close(self) -> None:
         proc, self._proc = self._proc, None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import platform
 import select
 import struct
 import sys
@@ -59,6 +60,9 @@ def serve(handlers: dict[str, Handler], worker: Worker) -> None:
         op = header["op"]
         if op == "quit":
             return
+        if op == "machine":           # every worker says what it runs on (an emulated aarch64 one too)
+            write_message(protocol_out, {"ok": True, "machine": platform.machine()})
+            continue
         try:
             handler = handlers.get(op)
             if handler is None:

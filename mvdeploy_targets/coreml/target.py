@@ -39,6 +39,7 @@ class CoreMLTarget(BaseTarget):
                   Precision.int4: WEIGHTS_LOWBIT, Precision.w8a8: INT8}
     requires = ("coremltools",)
     intermediates = CoreMLCapture
+    arm64_unsupported = "Core ML runs only on Apple's own hardware and OS; on Linux its files are checked by mvdeploy's interpreter"
 
     def validate(self, spec: ExportSpec) -> ValidSpec:
         spec = super().validate(spec)

@@ -39,6 +39,8 @@ class ExecuTorchTarget(BaseTarget):
     integrity = {Precision.int8: INT8_REPLICA}
     weights_unread = "the XNNPACK delegate packs a .pte's weights in its own blob, which is not read"
     requires = ("executorch", "torchao")
+    arm64_unsupported = ("executorch's aarch64 Python runtime links libtorch (the aarch64 torch wheel is 427 MB), "
+                         "which the ARM64 engine does not carry (README: what --arch arm64 proves)")
 
     def _validate(self, spec: ExportSpec) -> None:
         if spec.layout is not Layout.nchw:

@@ -65,6 +65,7 @@ class TFLiteTarget(BaseTarget):
     integrity = {Precision.fp16: FP16_REPLICA}    # int8: see INT8_ON_LITERT
     requires = ("ai_edge_litert", "litert_torch", "torchao")
     intermediates = LiteRTCapture
+    arm64_unsupported = None       # ai-edge-litert's aarch64 wheel runs under the ARM64 engine (emulation.py)
 
     def layer_quantizer(self):
         """The PT2E quantizer of the litert-torch int8 conversion, for the report's per-layer analysis."""
