@@ -74,7 +74,7 @@ def test_the_worker_runs_aarch64_code_and_is_never_timed(engine, model_file):
     with target.runner(artifact) as host:
         assert host.machine == os.uname().machine and host.latency_unmeasurable is None
     with target.runner(artifact, arm_cpu=profile("cortex-a53")) as arm:
-        assert arm.machine == "aarch64"
+        assert arm.machine == "aarch64" and "asimd" in arm.cpu_features and "asimddp" not in arm.cpu_features
         assert "aarch64 build on an emulated cortex-a53" in arm.engine and engine.qemu_version in arm.engine
         assert arm.infer(image).shape == (1, 10)
         with pytest.raises(ArtifactError, match="emulated time is not a phone's time"):
@@ -115,6 +115,7 @@ def test_reference_files_pass_on_arm64(arm_checked, name, precision):
     assert report.passed, report.failures
     (row,) = report.arm64
     assert row["machine"] == "aarch64" and row["profile"] == DEFAULT_PROFILE and row["emulated"] is True
+    assert row["dot_product"] is True            # the Cortex-A76 profile's int8 dot-product instructions
     m = row["metrics"]
     assert row["failures"] == []
     assert m["top1_agreement"] >= 0.95 and m["cosine_min"] > (0.9999 if precision is Precision.fp32 else 0.98), m
@@ -144,3 +145,30 @@ def test_negated_head_fails_on_arm64(engine, model_file, cli, tmp_path):
     (row,) = report["arm64"]
     assert row["failures"] and row["metrics"]["cosine_min"] < 0, row
     assert any(f.startswith("arm64 cortex-a76: ") for f in report["failures"])
+
+
+def test_report_puts_arm64_rows_beside_the_x86_ones(arm_checked, cli, tmp_path):
+    """`mvdeploy report --arch arm64`: the fp32 cell is converted and checked on ARM64 in its cell; the int8
+    cell reuses a file whose report already has its ARM64 row (an earlier --arch arm64 check); both rows
+    are in report.json, report.md and the terminal table."""
+    import shutil
+
+    from mobilevit_deploy.parity import parity_path
+
+    out = tmp_path / "report"
+    folder = out / "artifacts" / "mobilevit_xxs"
+    folder.mkdir(parents=True)
+    checked = Path(arm_checked["mobilevit_xxs", Precision.int8].artifact)
+    shutil.copy2(checked, folder / checked.name)
+    shutil.copy2(parity_path(checked), parity_path(folder / checked.name))
+    result = cli("report", "mobilevit_xxs", "--targets", "tflite", "--precisions", "fp32,int8", "--eval-limit", "20",
+                 "--repeats", "2", "--out", out, "--arch", "arm64")
+    assert result.returncode == 0, result.stderr
+    (model,) = json.loads((out / "report.json").read_text())["models"]
+    rows = {r["precision"]: r for r in model["rows"]}
+    for precision in ("fp32", "int8"):
+        (arm,) = rows[precision]["arm64"]
+        assert arm["profile"] == DEFAULT_PROFILE and arm["passed"] and arm["top1_agreement"] >= 0.95, arm
+    assert rows["fp32"]["arm64"][0]["vs_host_max_rel"] < 1e-5 < rows["int8"]["arm64"][0]["vs_host_max_rel"]
+    assert "## Parity on ARM64" in (out / "report.md").read_text()
+    assert "parity on ARM64" in result.stdout and "timed on" in result.stdout

@@ -66,6 +66,20 @@ def test_fresh_bundle_verifies_and_holds_everything(platform, request):
         assert any("golden" in c for c in result.verified)
 
 
+def test_verify_runs_the_golden_self_test_on_arm64_too(android):
+    """`mvdeploy verify --arch arm64`: the same golden cases on ai-edge-litert's ARM64 build (emulated); an
+    iOS bundle's Core ML file is refused by name (it runs only on Apple hardware)."""
+    from mobilevit_deploy.emulation import EmulatorMissingError, arm_cpus, find_emulator
+    try:
+        find_emulator()
+    except EmulatorMissingError as e:
+        pytest.skip(str(e))
+    result = verify(android.folder, arm_cpus=arm_cpus("arm64", "cortex-a53"))
+    assert result.passed, result.failures
+    arm = [line for line in result.verified if "golden cases on" in line and "aarch64 build" in line]
+    assert arm and "emulated cortex-a53" in arm[0] and len(result.verified) == 4, result.verified
+
+
 @pytest.mark.parametrize("platform", ["android", "ios"])
 def test_zip_is_byte_identical_for_the_same_inputs(platform, request, tmp_path):
     first = request.getfixturevalue(platform)

@@ -76,8 +76,8 @@ def _arm64_lines(rows: list[dict]) -> list[str]:
             continue
         m, host = row["metrics"], row["vs_host"]
         lines.append(f"arm64 {row['profile']} {verdict}: max_rel {m['max_rel']:.3g}, cosine_min {m['cosine_min']:.6f}, "
-                     f"top-1 {m['top1_agreement']:.3f} against PyTorch; x86-vs-ARM max_rel {host['max_rel']:.3g} "
-                     f"(emulated {row['machine']}, check took {row['check_seconds']:.0f} s)")
+                     f"top-1 {m['top1_agreement']:.3f} against PyTorch on {row['images']} images; x86-vs-ARM max_rel "
+                     f"{host['max_rel']:.3g} (emulated {row['machine']}, check took {row['check_seconds']:.0f} s)")
     return lines
 
 

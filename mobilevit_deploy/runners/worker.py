@@ -43,6 +43,7 @@ class WorkerRunner(Runner):
             self.latency_unmeasurable = (f"it runs under emulation (qemu-aarch64 -cpu {arm_cpu.qemu_cpu}): "
                                          "emulated time is not a phone's time")
         self.machine: str | None = None      # what the worker process runs on (platform.machine()), once open
+        self.cpu_features: list[str] = []    # the CPU features it sees (the emulated CPU's under qemu)
         self._proc: subprocess.Popen | None = None
         self._stderr = None
         self._exit_reason: str | None = None
@@ -71,7 +72,8 @@ class WorkerRunner(Runner):
                                           stdout=subprocess.PIPE, stderr=self._stderr, env=env, bufsize=0)
         except OSError as e:
             raise ArtifactError(f"cannot start the {self.label} worker process: {e}") from None
-        self.machine = self._request({"op": "machine"})[0]["machine"]
+        reply, _ = self._request({"op": "machine"})
+        self.machine, self.cpu_features = reply["machine"], reply.get("features", [])
 
     def time_inference(self, image: np.ndarray, repeats: int, warmup: int = 3) -> list[float]:
         """Milliseconds per inference, timed as close to the engine as the subclass can; never under

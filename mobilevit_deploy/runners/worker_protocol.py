@@ -61,7 +61,7 @@ def serve(handlers: dict[str, Handler], worker: Worker) -> None:
         if op == "quit":
             return
         if op == "machine":           # every worker says what it runs on (an emulated aarch64 one too)
-            write_message(protocol_out, {"ok": True, "machine": platform.machine()})
+            write_message(protocol_out, {"ok": True, "machine": platform.machine(), "features": _cpu_features()})
             continue
         try:
             handler = handlers.get(op)
@@ -74,6 +74,20 @@ def serve(handlers: dict[str, Handler], worker: Worker) -> None:
                                                               + (message[0] if message else "")})
             continue
         write_message(protocol_out, {**reply, "ok": True}, out)
+
+
+def _cpu_features() -> list[str]:
+    """The CPU features this process sees (/proc/cpuinfo: x86 "flags", ARM "Features"; under qemu, the
+    emulated CPU's)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return value.split()
+    except OSError:
+        pass
+    return []
 
 
 def write_message(stream: BinaryIO, header: dict, arrays: Sequence[np.ndarray] = ()) -> None:
