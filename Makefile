@@ -2,10 +2,11 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 ARM64 := .venv/arm64/installed.json
+KOTLINC := .venv/kotlin/node_modules/kotlin-compiler/bin/kotlinc
 
 .PHONY: install demo test test-unit test-slow bench clean
 
-install: $(STAMP) $(ARM64)
+install: $(STAMP) $(ARM64) $(KOTLINC)
 
 # torch==2.13.0 is the CPU wheel on this machine's disk; onnx2tf's own pins clash with the rest,
 # so it goes in without its dependencies, on top of what it really needs (in requirements.txt).
@@ -21,6 +22,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 $(ARM64): scripts/install_arm64.py constraints.txt | $(STAMP)
 	rm -rf .venv/arm64
 	$(PY) scripts/install_arm64.py .venv/arm64
+
+# The Kotlin compiler (npm's kotlin-compiler is the full JVM distribution, 94 MB; the JDK is the machine's):
+# tests compile the Android apps' own preprocessing and run it on the JVM.
+$(KOTLINC): | $(STAMP)
+	npm install --prefix .venv/kotlin --no-audit --no-fund --silent kotlin-compiler@2.4.20
 
 demo: install
 	.venv/bin/mvdeploy convert --target tflite --precision fp32,fp16,int8

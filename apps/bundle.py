@@ -110,28 +110,42 @@ def golden_cases(prepared: PreparedModel, data: Path | None, count: int) -> tupl
     return inputs, [None] * len(inputs.images)
 
 
+# The golden photo's size, in crops (width, height): larger than the crop and not square, so the shorter-side
+# resize, its rounding and the center crop all run.
+GOLDEN_PHOTO = (1.75, 1.3)
+
+
 def _write_golden(root: Path, images: np.ndarray, labels: list[int | None], artifact: Artifact,
                   platform: Platform, pre: Preprocess) -> list[dict]:
-    """golden/NNN.png, NNN_input.f32 (model layout), NNN_expected.f32 (host outputs of the artifact)."""
+    """golden/NNN.png, NNN_input.f32 (model layout), NNN_expected.f32 (host outputs of the artifact). The
+    last case is a photo: the first image enlarged to another size and aspect (GOLDEN_PHOTO), so the app's
+    self-test runs its resize and crop (bundle.json's "resampling"), as it does for a user's photo."""
     from PIL import Image
 
+    from mobilevit_deploy.data import preprocess_image
     from mobilevit_deploy.targets import get_target
 
+    first = Image.fromarray(pre.to_uint8(images[0]))
+    photo = first.resize((round(pre.crop * GOLDEN_PHOTO[0]), round(pre.crop * GOLDEN_PHOTO[1])), Image.BICUBIC)
+    feeds = np.concatenate([images, preprocess_image(photo, pre).numpy()[None]])
     target = get_target(artifact.target)
     with target.runner(artifact) as runner:
-        expected = runner.infer(images)
+        expected = runner.infer(feeds)
     golden = root / "golden"
     golden.mkdir()
     cases = []
-    for i, (x, y) in enumerate(zip(images, expected)):
+    for i, (x, y) in enumerate(zip(feeds, expected)):
         name = f"{i:03d}"
         feed = x.transpose(1, 2, 0) if artifact.inputs[0].layout is Layout.nhwc else x
-        Image.fromarray(pre.to_uint8(x)).save(golden / f"{name}.png", optimize=False)
+        (photo if i == len(images) else Image.fromarray(pre.to_uint8(x))).save(golden / f"{name}.png", optimize=False)
         np.ascontiguousarray(feed, dtype="<f4").tofile(golden / f"{name}_input.f32")
         np.ascontiguousarray(y, dtype="<f4").tofile(golden / f"{name}_expected.f32")
-        cases.append({"image": f"golden/{name}.png", "input": f"golden/{name}_input.f32",
-                      "expected": f"golden/{name}_expected.f32", "label": labels[i],
-                      "expected_top1": int(np.argmax(y))})
+        case = {"image": f"golden/{name}.png", "input": f"golden/{name}_input.f32",
+                "expected": f"golden/{name}_expected.f32", "label": labels[i] if i < len(images) else labels[0],
+                "expected_top1": int(np.argmax(y))}
+        if i == len(images):
+            case["resized_from"] = list(photo.size)          # [width, height]: the app resizes and crops it
+        cases.append(case)
     return cases
 
 
@@ -210,11 +224,13 @@ def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, gol
     else chosen from `calib_data`/`data` as `mvdeploy convert` would), or take `artifact_path` and check
     it; then write <out>/<model>-<platform>[-<runtime>]/ and its .zip (the runtime is named only when it
     is not the platform's default)."""
+    from mobilevit_deploy.data import resampling
     from mobilevit_deploy.pipeline import check_artifact, convert_all, parity_inputs
     from mobilevit_deploy.targets import get_target
 
     platform = get_platform(platform_name, runtime)
     target = get_target(platform.target)
+    declared = resampling(prepared.preprocess.interpolation)     # the apps implement it: refused before work
     if len(labels) != prepared.num_classes:
         raise BundleError(f"{len(labels)} labels for a model with {prepared.num_classes} classes")
     out_dir = Path(out_dir)
@@ -260,7 +276,8 @@ def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, gol
             "input": {"name": inp.name, "shape": list(inp.shape), "layout": (inp.layout or Layout.nchw).value,
                       "dtype": inp.dtype, "kind": "image" if options.get("image_input") else "tensor",
                       "scale": inp.scale, "zero_point": inp.zero_point},
-            "preprocessing": prepared.preprocess.to_dict(),
+            "preprocessing": {**prepared.preprocess.to_dict(),          # the apps' resize, declared exactly
+                              "resampling": declared},
             "output": {"name": out.name, "shape": list(out.shape), "dtype": out.dtype, "meaning": "logits",
                        "scale": out.scale, "zero_point": out.zero_point},
             "labels": "labels.txt",

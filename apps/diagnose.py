@@ -92,6 +92,8 @@ MISTAKES: dict[str, Mistake] = {
                       "{other} input"),
     "resize": Mistake("resize", "resize vs crop", "your app resizes the whole image to {crop}x{crop} instead of "
                       "resizing the shorter side to {resize} and center-cropping", "whole-image resize"),
+    "resampling": Mistake("resampling", "bilinear vs bicubic", "your app resizes with bilinear interpolation, "
+                          "not the {interpolation} that bundle.json declares", "bilinear resize"),
 }
 
 
@@ -99,10 +101,11 @@ def _other(layout: Layout) -> Layout:
     return Layout.nchw if layout is Layout.nhwc else Layout.nhwc
 
 
-def _pixels01(image: np.ndarray, pre: Preprocess, whole: bool) -> np.ndarray:
+def _pixels01(image: np.ndarray, pre: Preprocess, whole: bool, bilinear: bool = False) -> np.ndarray:
     """HWC uint8 RGB -> [3, crop, crop] in [0, 1]. An image already crop x crop is the model's input
     (the golden PNGs are) and is used as is; a larger one is resized (shorter side, then center crop,
-    as `data.preprocess_image` does), or with `whole` squeezed to crop x crop in one resize."""
+    as `data.preprocess_image` does; with `bilinear`, by Pillow's bilinear instead of the declared
+    resampling), or with `whole` squeezed to crop x crop in one resize."""
     from PIL import Image
 
     from mobilevit_deploy.data import preprocess_image
@@ -114,7 +117,8 @@ def _pixels01(image: np.ndarray, pre: Preprocess, whole: bool) -> np.ndarray:
         resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[pre.interpolation]
         pixels = np.asarray(Image.fromarray(image).resize((pre.crop, pre.crop), resample))
     else:
-        plain = replace(pre, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        plain = replace(pre, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                        interpolation="bilinear" if bilinear else pre.interpolation)
         return preprocess_image(Image.fromarray(image), plain).numpy()
     return pixels.astype(np.float32).transpose(2, 0, 1) / np.float32(255.0)
 
@@ -122,7 +126,7 @@ def _pixels01(image: np.ndarray, pre: Preprocess, whole: bool) -> np.ndarray:
 def app_input(image: np.ndarray, pre: Preprocess, layout: Layout, mistake: str | None = None) -> np.ndarray:
     """What an app hands the model for one image (HWC uint8 RGB), in the canonical [3, crop, crop]:
     as specified (`mistake` None) or with one of MISTAKES."""
-    x = _pixels01(image, pre, whole=mistake == "resize")          # [3, H, W] RGB in [0, 1]
+    x = _pixels01(image, pre, whole=mistake == "resize", bilinear=mistake == "resampling")   # [3, H, W] RGB, [0, 1]
     if mistake == "bgr":
         x = x[::-1]                                                 # channels swapped, mean/std kept in RGB order
     if mistake == "0-255":
@@ -145,9 +149,10 @@ def indistinct(mistake: str, pre: Preprocess, kind: str, sizes: list[tuple[int, 
         return "the model takes an image and scales, normalizes and lays it out itself"
     if mistake == "no-mean-std" and all(m == 0 for m in pre.mean) and all(s == 1 for s in pre.std):
         return "the preprocessing has no mean/std (mean 0, std 1), so skipping it changes nothing"
-    if mistake == "resize" and all(size == (pre.crop, pre.crop) for size in sizes):
-        return (f"the golden images are already {pre.crop}x{pre.crop}, so a whole-image resize and a "
-                "shorter-side resize + center crop feed the same input")
+    if mistake in ("resize", "resampling") and all(size == (pre.crop, pre.crop) for size in sizes):
+        return (f"the golden images are already {pre.crop}x{pre.crop}, so no resize runs on them")
+    if mistake == "resampling" and pre.interpolation == "bilinear":
+        return "the declared resampling is bilinear already"
     return None
 
 
@@ -310,7 +315,7 @@ def _diagnose(root: Path, manifest: dict, images: list[str], got: np.ndarray, re
         result.engine = runner.engine
         host = runner.infer(feeds).reshape(len(tried), len(pngs), -1)
     words = {"other": _other(layout).value.upper(), "layout": layout.value.upper(),
-             "crop": pre.crop, "resize": pre.resize}
+             "crop": pre.crop, "resize": pre.resize, "interpolation": pre.interpolation}
     for mistake, outputs in zip(tried, host):
         m = compare(outputs, got)
         if mistake is None:

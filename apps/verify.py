@@ -82,10 +82,15 @@ def _golden(root: Path, manifest: dict, result: Verification, arm_cpus: Sequence
     nhwc = artifact.inputs[0].layout is Layout.nhwc
     tol = manifest["golden"]["tolerance"]
     feeds, expected = [], []
+    photos = 0
     for case in manifest["golden"]["cases"]:
         shape = manifest["input"]["shape"][1:]
         x = np.fromfile(root / case["input"], dtype="<f4").reshape(shape)
-        feeds.append(x.transpose(2, 0, 1) if nhwc else x)                # canonical [3, H, W]
+        x = x.transpose(2, 0, 1) if nhwc else x                           # canonical [3, H, W]
+        if case.get("resized_from"):                                      # a photo: the declared resize, run here
+            x = _declared_preprocessing(root / case["image"], manifest, x, result)
+            photos += 1
+        feeds.append(x)
         expected.append(np.fromfile(root / case["expected"], dtype="<f4"))
     require_arm64(target, arm_cpus)
     for cpu in (None, *arm_cpus):
@@ -102,7 +107,28 @@ def _golden(root: Path, manifest: dict, result: Verification, arm_cpus: Sequence
                 result.failures.append(f"golden case {i:03d}{where}: max_rel {m.max_rel:.3g} (bound {tol['max_rel']:g}), "
                                        f"top-1 {'agrees' if top1 else 'differs'}")
         if len(result.failures) == failed:
-            result.verified.append(f"{len(expected)} golden cases on {engine}")
+            result.verified.append(f"{len(expected)} golden cases on {engine}"
+                                   + (f" ({photos} a photo resized as bundle.json declares)" if photos else ""))
+
+
+def _declared_preprocessing(png: Path, manifest: dict, stored: np.ndarray, result: Verification) -> np.ndarray:
+    """A golden photo through the preprocessing bundle.json declares (mvdeploy's reference of it), which
+    must give the input tensor the bundle stores for it."""
+    from PIL import Image
+
+    from mobilevit_deploy.data import preprocess_image, resampling
+    from mobilevit_deploy.spec import Preprocess
+
+    pre = Preprocess.from_dict(manifest["preprocessing"])
+    if manifest["preprocessing"].get("resampling") != resampling(pre.interpolation):
+        result.failures.append(f"bundle.json declares a resampling this mvdeploy does not implement: "
+                               f"{manifest['preprocessing'].get('resampling', {}).get('name')}")
+    with Image.open(png) as image:
+        x = preprocess_image(image, pre).numpy()
+    if float(np.abs(x - stored).max()) > 1e-5:
+        result.failures.append(f"{png.parent.name}/{png.name}: the declared preprocessing gives another tensor "
+                               f"than the bundle stores (max abs {float(np.abs(x - stored).max()):.3g})")
+    return x
 
 
 def _device(root: Path, manifest: dict, device: DeviceOutputs, result: Verification) -> None:

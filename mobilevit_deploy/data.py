@@ -55,6 +55,34 @@ def sample_files(files: Sequence[ImageFile], count: int | None, seed: int = 0) -
     return [files[i] for i in picked]
 
 
+# What a reimplementation of each resize needs, exactly (bundle.json "preprocessing.resampling"; the apps'
+# Preprocessing.kt / Preprocessing.swift implement "bicubic" step for step, and tests run the Kotlin one
+# against preprocess_image). Pillow is the reference implementation.
+RESAMPLING = {
+    "bicubic": {
+        "name": "pillow-bicubic",
+        "reference": "PIL.Image.resize(size, Image.BICUBIC), Pillow's ImagingResample",
+        "kernel": "cubic convolution, a = -0.5, support 2",
+        "antialias": "when downscaling, the support widens by the scale factor (in / out); weights normalized",
+        "passes": "horizontal, then vertical; a pass is skipped when that side keeps its size",
+        "arithmetic": "weights in 22-bit fixed point (round half away from zero), sums start at 2^21, "
+                      "each pass's result shifted down 22 bits and clipped to 0..255",
+        "size": "shorter side to `resize`; the other side round(side * resize / shorter), half to even; "
+                "both at least `crop`",
+        "crop": "left = (width - crop) // 2, top = (height - crop) // 2",
+        "channels": "RGB, alpha dropped; then / 255, minus mean, over std, in float32",
+    },
+}
+
+
+def resampling(interpolation: str) -> dict:
+    """The exact description of a resize the apps implement (RESAMPLING), or DataError."""
+    try:
+        return RESAMPLING[interpolation]
+    except KeyError:
+        raise DataError(f"the sample apps implement {', '.join(RESAMPLING)} resizing, not {interpolation!r}") from None
+
+
 def preprocess_image(image, pre: Preprocess) -> Tensor:
     """PIL image -> [3, crop, crop] float32 with the model's preprocessing."""
     from PIL import Image

@@ -492,8 +492,10 @@ def check_file(path: Path, model: str, weights: Path | str | None = None, num_cl
     <file>.parity.json beside it. The input size comes from the file; the classes from the file
     unless `num_classes` says otherwise (a mismatch is a ShapeMismatchError, not a traceback). When an
     earlier report of mvdeploy's beside it records the recipe, the int8 replica is rebuilt from it."""
+    from .targets import target_for_path
+
+    require_arm64(target_for_path(Path(path)), arm_cpus)     # before any work
     target, artifact, prepared = load_for_model(path, model, weights, num_classes)
-    require_arm64(target, arm_cpus)
     recipe = recorded_recipe(path)
     if recipe and recipe.get("converter"):
         artifact = replace(artifact, converter=recipe["converter"])

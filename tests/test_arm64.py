@@ -94,16 +94,23 @@ def test_a_crash_of_the_emulated_engine_names_the_signal(engine, model_file):
 
 @pytest.fixture(scope="module")
 def arm_checked(engine, model_file, tmp_path_factory):
-    """Each reference model's fp32 and int8 .tflite checked with --arch arm64 (the default profile), once."""
-    from mobilevit_deploy.pipeline import check_file
+    """Each reference model's fp32 and int8 .tflite checked with --arch arm64 (the default profile), once, on
+    the matrix's parity images (check_file's own path is the CLI test's below)."""
+    from mobilevit_deploy import pipeline
+    from mobilevit_deploy.parity import parity_path
+    from mobilevit_deploy.targets import load_artifact
 
     out, folder = {}, tmp_path_factory.mktemp("arm64")
     for name in ("mobilevit_xxs", "swin_micro"):
+        prepared = pipeline.prepare_model(name, image_size=64)
+        inputs = pipeline.parity_inputs(prepared, synthetic=4, real=32)   # the matrix's
         for precision in (Precision.fp32, Precision.int8):
             source = model_file(name, "tflite", precision).path
             copy = folder / source.name
             copy.write_bytes(source.read_bytes())
-            _, report = check_file(copy, name, arm_cpus=arm_cpus("arm64"))
+            target, artifact = load_artifact(copy)
+            report = pipeline.check_artifact(artifact, target, prepared, inputs, arm_cpus=arm_cpus("arm64"))
+            report.write(parity_path(copy))
             out[name, precision] = report
     return out
 

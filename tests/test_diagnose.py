@@ -93,7 +93,7 @@ def test_correct_outputs_pass(bundle, photo_bundle):
         result = verify(root, _device(root))
         assert result.passed, result.failures
         assert result.device.passed and not result.device.hypotheses        # nothing to diagnose
-        assert sum(line.startswith("device golden/") for line in result.verified) == 3
+        assert sum(line.startswith("device golden/") for line in result.verified) == 4   # 3 + the golden photo
 
 
 @pytest.mark.parametrize("mistake", ["bgr", "0-255", "no-mean-std", "layout"])
@@ -107,7 +107,7 @@ def test_each_mistake_is_named(bundle, mistake):
     assert "as specified" in verdict
     specified = next(h for h in check.hypotheses if h.mistake is None)
     assert not specified.matches and specified.cosine < check.diagnosis.cosine
-    assert "resize" in check.indistinct                    # crop-sized golden PNGs: said, not guessed
+    assert not check.indistinct                            # the golden photo tells resize mistakes apart too
 
 
 def test_resize_instead_of_crop_is_named(photo_bundle):
@@ -117,6 +117,16 @@ def test_resize_instead_of_crop_is_named(photo_bundle):
     assert result.failures[-1].startswith("your app resizes the whole image to 64x64 instead of resizing the "
                                           "shorter side to 71 and center-cropping: cosine")
     assert not result.device.indistinct
+
+
+@pytest.mark.parametrize("mistake", ["resize", "resampling"])
+def test_resize_mistakes_are_named_through_the_golden_photo(bundle, mistake):
+    """Every bundle's last golden case is a photo (not crop-sized): a whole-image resize, or a bilinear resize
+    against the declared bicubic, is named from it."""
+    assert _manifest(bundle)["golden"]["cases"][-1]["resized_from"] == [112, 83]
+    result = verify(bundle, _device(bundle, mistake))
+    assert not result.passed and result.device.diagnosis.mistake == mistake, result.device.details()
+    assert result.failures[-1].startswith(MISTAKES[mistake].says.format(crop=64, resize=71, interpolation="bicubic"))
 
 
 def test_verdicts_name_the_layouts_and_wrong_outputs_not_explained(bundle):
@@ -133,6 +143,7 @@ def test_indistinct_mistakes_are_said():
     pre = MOBILEVIT_PREPROCESS.with_size(64)                   # mean 0, std 1
     assert "no mean/std" in indistinct("no-mean-std", pre, "tensor", [(64, 64)])
     assert "already 64x64" in indistinct("resize", pre, "tensor", [(64, 64)])
+    assert "already 64x64" in indistinct("resampling", pre, "tensor", [(64, 64)])
     assert indistinct("resize", pre, "tensor", [(80, 112)]) is None
     assert indistinct("layout", pre, "image", [(64, 64)]).startswith("the model takes an image")
     assert indistinct("bgr", pre, "image", [(64, 64)]) is None
@@ -152,7 +163,7 @@ def test_app_input_by_hand():
     np.testing.assert_allclose(got.transpose(1, 2, 0).reshape(-1), chw.reshape(-1), rtol=1e-6)
     got = app_input(image, pre, Layout.nchw, "layout")                    # HWC bytes read as CHW
     np.testing.assert_allclose(got.reshape(-1), chw.transpose(1, 2, 0).reshape(-1), rtol=1e-6)
-    assert set(MISTAKES) == {"bgr", "0-255", "no-mean-std", "layout", "resize"}
+    assert set(MISTAKES) == {"bgr", "0-255", "no-mean-std", "layout", "resize", "resampling"}
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -191,4 +202,5 @@ def test_cli(bundle, tmp_path, cli):
     proc = cli("verify", bundle, "--device-outputs", _write_json(tmp_path / "bgr.json", _device(bundle, "bgr")))
     assert proc.returncode == 1
     assert "FAIL your app feeds BGR: cosine 1.0000 with BGR input vs" in proc.stderr
-    assert "resize vs crop       cannot be told apart" in proc.stderr
+    assert "cannot be told apart" not in proc.stderr          # the golden photo tells every mistake apart
+    assert "whole-image resize" in proc.stderr and "bilinear resize" in proc.stderr

@@ -203,7 +203,8 @@ def test_help_and_an_in_process_report_never_import_ray_and_a_failed_cell_is_rep
     assert m["failures"] == ["flaky fp16: conversion failed: RuntimeError: injected conversion failure"]
     assert saved["executor"] == {"kind": "in-process", "description": "in-process", "workers": 1, "address": None,
                                  "ray": None, "shard_size": 256, "artifact_store": None,
-                                 "latency_host": host().describe()}
+                                 "latency_host": host().describe(),
+                                 "latency_int8_caveat": host().int8_caveat()}
     assert _attempts(tmp_path) == {"fp32": 1, "fp16": 1}
     assert "failed: mobilevit_xxs flaky fp16: conversion failed: RuntimeError: injected conversion failure" in ran.stderr
     assert "## Failed" in (out / "report.md").read_text() and "ran on: in-process" in ran.stdout
@@ -343,7 +344,8 @@ def test_a_report_on_a_two_node_ray_cluster(tmp_path):
         saved = json.loads((out / "report.json").read_text())
         assert saved["executor"] == {"kind": "ray-cluster", "description": f"Ray cluster at {address}", "workers": None,
                                      "address": address, "ray": "2.60.0", "shard_size": 10,
-                                     "artifact_store": str(store), "latency_host": host().describe()}
+                                     "artifact_store": str(store), "latency_host": host().describe(),
+                                     "latency_int8_caveat": host().int8_caveat()}
         (row,) = saved["models"][0]["rows"]
         assert row["accuracy"] == saved["models"][0]["torch_fp32"]["accuracy"] and row["top1_agreement"] == 1.0
         assert row["sqnr_db"] > 90 and saved["models"][0]["eval"]["images"] == 40

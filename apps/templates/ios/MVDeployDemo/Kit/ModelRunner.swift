@@ -1,36 +1,49 @@
 import CoreGraphics
 import CoreML
 import Foundation
-import Vision
 
 public enum ModelRunnerError: Error { case missingResource(String), noOutput }
 
-/// Runs the bundled Core ML model: photos through Vision (center crop), golden images directly.
+/// Runs the bundled Core ML model: photos resized and cropped by Preprocessing.swift (bundle.json's resize,
+/// the one mvdeploy checked), golden images directly. Vision's own scaling is not used: it is another resize.
 public final class ModelRunner {
     public let model: MLModel
     public let labels: [String]
-    private let vision: VNCoreMLModel
 
     public init(bundle: Bundle = .main) throws {
         guard let url = bundle.url(forResource: BundleSpec.modelResource, withExtension: "mlmodelc") else {
             throw ModelRunnerError.missingResource(BundleSpec.modelResource + ".mlmodelc")
         }
         model = try MLModel(contentsOf: url)
-        vision = try VNCoreMLModel(for: model)
         guard let labelsURL = bundle.url(forResource: "labels", withExtension: "txt") else {
             throw ModelRunnerError.missingResource("labels.txt")
         }
         labels = try String(contentsOf: labelsURL, encoding: .utf8).split(separator: "\n").map(String.init)
     }
 
-    /// A photo of any size: Vision resizes and center-crops to the model's input.
+    /// A photo of any size: its RGBA pixels resized and center-cropped by Preprocessing, then fed as is.
     public func logits(photo: CGImage) throws -> [Float] {
-        let request = VNCoreMLRequest(model: vision)
-        request.imageCropAndScaleOption = .centerCrop
-        try VNImageRequestHandler(cgImage: photo).perform([request])
-        guard let observation = request.results?.first as? VNCoreMLFeatureValueObservation,
-              let array = observation.featureValue.multiArrayValue else { throw ModelRunnerError.noOutput }
-        return Self.floats(array)
+        let (width, height) = (photo.width, photo.height)
+        var rgba = [UInt8](repeating: 0, count: width * height * 4)
+        let drawn = rgba.withUnsafeMutableBytes { raw -> Bool in
+            guard let context = CGContext(data: raw.baseAddress, width: width, height: height, bitsPerComponent: 8,
+                                          bytesPerRow: width * 4, space: CGColorSpace(name: CGColorSpace.sRGB)!,
+                                          bitmapInfo: CGImageAlphaInfo.noneSkipLast.rawValue) else { return false }
+            context.draw(photo, in: CGRect(x: 0, y: 0, width: width, height: height))
+            return true
+        }
+        guard drawn else { throw ModelRunnerError.noOutput }
+        return try logits(exactImage: Self.image(Preprocessing.toInput(rgba, width: width, height: height),
+                                                 side: BundleSpec.crop))
+    }
+
+    /// side x side RGBA pixels as a CGImage (no interpolation when it is drawn at its size).
+    static func image(_ rgba: [UInt8], side: Int) -> CGImage {
+        CGImage(width: side, height: side, bitsPerComponent: 8, bitsPerPixel: 32, bytesPerRow: side * 4,
+                space: CGColorSpace(name: CGColorSpace.sRGB)!,
+                bitmapInfo: CGBitmapInfo(rawValue: CGImageAlphaInfo.noneSkipLast.rawValue),
+                provider: CGDataProvider(data: Data(rgba) as CFData)!, decode: nil, shouldInterpolate: false,
+                intent: .defaultIntent)!
     }
 
     /// An image already at the input size (the golden images): fed as is, no resampling.

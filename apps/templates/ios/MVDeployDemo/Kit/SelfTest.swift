@@ -2,7 +2,7 @@ import CoreGraphics
 import Foundation
 import ImageIO
 
-/// Runs the golden images from the bundle and compares with the expected logits in bundle.json's tolerance;
+/// Runs the golden images from the bundle (the last one a photo, through Preprocessing.swift's resize) and compares with the expected logits in bundle.json's tolerance;
 /// writes the logits to Documents/device_outputs.json for `mvdeploy verify --device-outputs`.
 public enum SelfTest {
     public static let deviceOutputs = "device_outputs.json"
@@ -20,7 +20,8 @@ public enum SelfTest {
                       let expectedURL = bundle.url(forResource: name + "_expected", withExtension: "f32", subdirectory: "golden")
                 else { throw ModelRunnerError.missingResource("golden/\(name)") }
                 let expected = try readFloats(expectedURL)
-                let got = try runner.logits(exactImage: image)
+                let exact = image.width == BundleSpec.crop && image.height == BundleSpec.crop
+                let got = try exact ? runner.logits(exactImage: image) : runner.logits(photo: image)   // the photo: resized
                 cases.append("{\"image\": \"golden/\(name).png\", \"logits\": [\(got.map(jsonNumber).joined(separator: ", "))]}")
                 let scale = max(expected.map { abs($0) }.max() ?? 0, 1e-12)
                 let rel = zip(got, expected).map { abs($0 - $1) }.max()! / scale

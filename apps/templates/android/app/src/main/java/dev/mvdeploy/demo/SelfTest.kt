@@ -8,7 +8,7 @@ import java.nio.ByteBuffer
 import java.nio.ByteOrder
 import kotlin.math.abs
 
-/** Runs the golden images through the app's own preprocessing and compares with the expected outputs
+/** Runs the golden images (the last one a photo, resized by Preprocessing.kt) through the app's own preprocessing and compares with the expected outputs
  *  in bundle.json's tolerance; writes the logits to device_outputs.json for `mvdeploy verify --device-outputs`. */
 object SelfTest {
     const val DEVICE_OUTPUTS = "device_outputs.json"
