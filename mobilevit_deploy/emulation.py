@@ -92,8 +92,7 @@ class Emulator:
     def environment(self, env: dict[str, str]) -> dict[str, str]:
         """The worker's environment: the aarch64 wheels first on its path (never the host's packages)."""
         paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        return {**env, "PYTHONPATH": os.pathsep.join([*paths, str(self.root / "site")]),
-                "PYTHONNOUSERSITE": "1"}
+        return {**env, "PYTHONPATH": os.pathsep.join([str(self.root / "site"), *paths]), "PYTHONNOUSERSITE": "1"}
 
     def version_of(self, distribution: str) -> str:
         return self.wheels.get(distribution.replace("-", "_"), "?")

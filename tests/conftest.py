@@ -37,11 +37,12 @@ UNIT = {"test_compare", "test_data", "test_fusion", "test_weights", "test_models
 # The order work is handed to the two workers: longest first, so that no long file starts last while the
 # other worker idles (measured on this 2-core machine: the matrix's ExecuTorch and int8 cases take minutes,
 # then these files, longest first; every other file follows in collection order).
-# test_executorch comes after the long files: its report test reads the matrix's ExecuTorch int8 file, and
-# handed out early it waited 248 s on that file's lock while the other worker converted it; test_integrity
-# (the matrix's TFLite fp16/int8 and ExecuTorch int8 files) comes after the first long files for that reason.
+# test_integrity (the matrix's TFLite fp16/int8 and ExecuTorch int8 files) comes after the first long files,
+# so that the matrix has made most of them.
 LONGEST_FIRST = ["test_matrix", "test_bundle", "test_hardening", "test_scale", "test_integrity", "test_arm64", "test_tflite",
                  "test_cli", "test_debug", "test_coreml", "test_foreign_weights", "test_executorch", "test_diagnose", "test_mil"]
+# Handed out after every other file: tests that read a file another test converts (waiting on its lock idles a core).
+LAST = ["test_executorch_report"]
 
 
 def _module_of(nodeid: str) -> str:
@@ -50,7 +51,8 @@ def _module_of(nodeid: str) -> str:
 
 def _handed_out(item) -> tuple:
     module = _module_of(item.nodeid)
-    rank = LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+    rank = (LONGEST_FIRST.index(module) if module in LONGEST_FIRST else
+            len(LONGEST_FIRST) + 1 + LAST.index(module) if module in LAST else len(LONGEST_FIRST))
     case = item.callspec.id if hasattr(item, "callspec") else ""
     heavy = ("executorch" in case) + ("int8" in case) + ("swin" in case)      # within the matrix
     return rank, -heavy if module in SPREAD else 0

@@ -155,9 +155,9 @@ def test_negated_head_fails_on_arm64(engine, model_file, cli, tmp_path):
 
 
 def test_report_puts_arm64_rows_beside_the_x86_ones(arm_checked, cli, tmp_path):
-    """`mvdeploy report --arch arm64`: the fp32 cell is converted and checked on ARM64 in its cell; the int8
-    cell reuses a file whose report already has its ARM64 row (an earlier --arch arm64 check); both rows
-    are in report.json, report.md and the terminal table."""
+    """`mvdeploy report --arch arm64`: both cells reuse files whose reports already have their ARM64 rows (the
+    --arch arm64 checks above; a report's own cell converts through convert_all with the same arm_cpus,
+    which check_file and convert use); the rows are in report.json, report.md and the terminal table."""
     import shutil
 
     from mobilevit_deploy.parity import parity_path
@@ -165,9 +165,10 @@ def test_report_puts_arm64_rows_beside_the_x86_ones(arm_checked, cli, tmp_path):
     out = tmp_path / "report"
     folder = out / "artifacts" / "mobilevit_xxs"
     folder.mkdir(parents=True)
-    checked = Path(arm_checked["mobilevit_xxs", Precision.int8].artifact)
-    shutil.copy2(checked, folder / checked.name)
-    shutil.copy2(parity_path(checked), parity_path(folder / checked.name))
+    for precision in (Precision.fp32, Precision.int8):
+        checked = Path(arm_checked["mobilevit_xxs", precision].artifact)
+        shutil.copy2(checked, folder / checked.name)
+        shutil.copy2(parity_path(checked), parity_path(folder / checked.name))
     result = cli("report", "mobilevit_xxs", "--targets", "tflite", "--precisions", "fp32,int8", "--eval-limit", "20",
                  "--repeats", "2", "--out", out, "--arch", "arm64")
     assert result.returncode == 0, result.stderr

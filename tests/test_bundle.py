@@ -269,7 +269,7 @@ def kotlin_cores(android, android_executorch, tmp_path_factory):
     cores = {}
     for name, (bundle, edits) in variants.items():
         package = f"check.{name}"
-        for source in ("Preprocessing.kt", "BundleSpec.kt"):
+        for source in ("Preprocessing.kt", "Scores.kt", "BundleSpec.kt"):
             text = (bundle.folder / CORE / source).read_text()
             for old, new in edits.items() if source == "Preprocessing.kt" else ():
                 assert old in text, f"the mistake {name} no longer applies to Preprocessing.kt"
@@ -357,6 +357,26 @@ def test_a_core_with_a_usual_mistake_is_caught(mistake, kotlin_cores, photos, tm
     differences = _pixel_differences(_kotlin_inputs(jar, package, photos, tmp_path / "out"), python, pre, nhwc)
     resized = {n: d for n, d in differences.items() if not n.startswith("crop-")}   # an unresized photo: no resize
     assert min(resized.values()) > 1.0, differences
+
+
+@pytest.mark.parametrize("sign,passes", [(1.0, True), (-1.0, False)], ids=["same-logits", "negated-logits"])
+def test_the_android_self_test_core_writes_what_verify_reads(sign, passes, kotlin_cores, tmp_path):
+    """Scores.kt on the JVM: each golden case held to bundle.json's tolerance (negated logits fail every
+    case), and its device_outputs.json text read by `verify --device-outputs` with the same verdict."""
+    import subprocess
+
+    from apps.diagnose import read_device_outputs
+
+    jar, cores = kotlin_cores
+    bundle, package = cores["android"]
+    done = subprocess.run(["java", "-cp", str(jar), f"{package}.PreprocessDriverKt", "--self-test", str(bundle.folder),
+                           str(sign)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    verdicts = [line.split()[2] for line in done.stdout.splitlines() if line.startswith("case ")]
+    assert verdicts == (["ok"] * 4 if passes else ["FAIL"] * 4), done.stdout
+    device = tmp_path / "device_outputs.json"
+    device.write_text(done.stdout[done.stdout.index("{"):])
+    assert verify(bundle.folder, read_device_outputs(device)).passed is passes
 
 
 def test_the_swift_core_is_the_kotlin_core_step_for_step():

@@ -2,7 +2,6 @@ package dev.mvdeploy.demo
 
 import android.content.Context
 import android.graphics.Bitmap
-import kotlin.math.exp
 
 /** The bundle's preprocessing and top-5 around the model's runtime (Engine.kt: LiteRT or ExecuTorch). */
 class Classifier(context: Context) : AutoCloseable {
@@ -21,12 +20,7 @@ class Classifier(context: Context) : AutoCloseable {
     /** One preprocessed input (in the model's layout) -> logits, on the bundle's runtime (Engine.kt). */
     fun run(input: FloatArray): FloatArray = engine.run(input)
 
-    fun top5(logits: FloatArray): List<Pair<String, Float>> {
-        val max = logits.max()
-        val e = logits.map { exp(it - max) }
-        val sum = e.sum()
-        return e.indices.sortedByDescending { e[it] }.take(5).map { labels[it] to e[it] / sum }
-    }
+    fun top5(logits: FloatArray): List<Pair<String, Float>> = Scores.top5(logits).map { (i, p) -> labels[i] to p }
 
     override fun close() = engine.close()
 }
