@@ -180,3 +180,20 @@ def test_report_puts_arm64_rows_beside_the_x86_ones(arm_checked, cli, tmp_path):
     assert rows["fp32"]["arm64"][0]["vs_host_max_rel"] < 1e-5 < rows["int8"]["arm64"][0]["vs_host_max_rel"]
     assert "## Parity on ARM64" in (out / "report.md").read_text()
     assert "parity on ARM64" in result.stdout and "timed on" in result.stdout
+
+
+def test_convert_checks_each_file_on_arm64_too(engine, tmp_path):
+    """`mvdeploy convert --arch arm64` through the convert sequence: a second parity row per file, written
+    into its .parity.json (a toy model, so that the conversion costs seconds)."""
+    from torch import nn
+
+    from mobilevit_deploy import pipeline
+    from mobilevit_deploy.parity import parity_path
+
+    toy = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    run = pipeline.convert_model(toy.eval(), "tflite", "fp32", tmp_path, image_size=32, arm_cpus=arm_cpus("arm64"))
+    (result,) = run.results
+    assert result.report.passed, result.report.failures
+    (row,) = json.loads(parity_path(result.artifact.path).read_text())["arm64"]
+    assert row["machine"] == "aarch64" and row["failures"] == [] and row["images"] == len(run.inputs.images)
+    assert row["metrics"]["max_rel"] < 1e-5 and row["vs_host"]["max_rel"] < 1e-5, row
