@@ -125,9 +125,10 @@ def _declared_preprocessing(png: Path, manifest: dict, stored: np.ndarray, resul
                                f"{manifest['preprocessing'].get('resampling', {}).get('name')}")
     with Image.open(png) as image:
         x = preprocess_image(image, pre).numpy()
-    if float(np.abs(x - stored).max()) > 1e-5:
+    difference = float(np.abs(x - stored).max())
+    if difference > 1e-5:
         result.failures.append(f"{png.parent.name}/{png.name}: the declared preprocessing gives another tensor "
-                               f"than the bundle stores (max abs {float(np.abs(x - stored).max()):.3g})")
+                               f"than the bundle stores (max abs {difference:.3g})")
     return x
 
 

@@ -45,16 +45,19 @@ def _parity_row(table: Table, name: str, precision: str, size: int, report, seco
         table.add_row(name, precision, _fmt_bytes(size), "-", "-", "-", "-", "not checked",
                       f"{seconds:.1f}" if seconds is not None else "-")
         return
-    m = report.metrics
     status = "[green]pass[/]" if report.passed else "[red]FAIL[/]"
-    cells = ("-",) * 4 if m is None else (f"{m.max_abs:.2e}", f"{m.max_rel:.2e}", f"{m.cosine_min:.6f}", f"{m.sqnr_db:.1f}")
-    table.add_row(name, precision, _fmt_bytes(size), *cells, status, f"{seconds:.1f}" if seconds is not None else "-")
+    table.add_row(name, precision, _fmt_bytes(size), *_metric_cells(report.metrics.to_dict() if report.metrics else None),
+                  status, f"{seconds:.1f}" if seconds is not None else "-")
     for row in report.arm64 or []:          # the same file on the engine's ARM64 build, one row per emulated CPU
-        m = row["metrics"]
-        cells = ("-",) * 4 if m is None else (f"{m['max_abs']:.2e}", f"{m['max_rel']:.2e}", f"{m['cosine_min']:.6f}",
-                                               f"{m['sqnr_db']:.1f}")
-        table.add_row(f"  on arm64 {row['profile']} (emulated)", precision, "", *cells,
+        table.add_row(f"  on arm64 {row['profile']} (emulated)", precision, "", *_metric_cells(row["metrics"]),
                       "[red]FAIL[/]" if row["failures"] else "[green]pass[/]", "-")
+
+
+def _metric_cells(m: dict | None) -> tuple[str, ...]:
+    """max abs, max rel, cosine min, SQNR of a comparison (Metrics.to_dict), or dashes when nothing ran."""
+    if m is None:
+        return ("-",) * 4
+    return f"{m['max_abs']:.2e}", f"{m['max_rel']:.2e}", f"{m['cosine_min']:.6f}", f"{m['sqnr_db']:.1f}"
 
 
 def _parity_table() -> Table:
