@@ -97,6 +97,23 @@ def test_zip_is_byte_identical_for_the_same_inputs(platform, request, tmp_path):
     assert first.zip_path.read_bytes() == second.zip_path.read_bytes()
 
 
+def test_a_golden_photo_whose_stored_tensor_is_not_the_declared_preprocessing_fails(android, tmp_path):
+    """The negative control of verify's golden photo: its stored input tensor moved by 0.1 (checksums made
+    again, so only the preprocessing check can see it) fails, naming the file."""
+    from apps.manifest import checksums
+
+    root = _copy(android, tmp_path)
+    manifest = json.loads((root / "bundle.json").read_text())
+    case = manifest["golden"]["cases"][-1]
+    stored = np.fromfile(root / case["input"], dtype="<f4")
+    (stored + np.float32(0.1)).astype("<f4").tofile(root / case["input"])
+    manifest["files"] = checksums(root)
+    (root / "bundle.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    failures = verify(root).failures
+    assert any(f.startswith(f"golden/{Path(case['image']).name}: the declared preprocessing gives another tensor")
+               for f in failures), failures
+
+
 def test_tampered_model_byte_fails(android, tmp_path):
     root = _copy(android, tmp_path)
     model = root / json.loads((root / "bundle.json").read_text())["model"]["file"]
