@@ -3,6 +3,8 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 ARM64 := .venv/arm64/installed.json
 KOTLINC := .venv/kotlin/node_modules/kotlin-compiler/bin/kotlinc
+# The ARM64 engine and the Kotlin compiler download side by side once the venv is there.
+MAKEFLAGS += --jobs=2
 
 .PHONY: install demo test test-unit test-slow bench clean
 
@@ -10,10 +12,12 @@ install: $(STAMP) $(ARM64) $(KOTLINC)
 
 # torch==2.13.0 is the CPU wheel on this machine's disk; onnx2tf's own pins clash with the rest,
 # so it goes in without its dependencies, on top of what it really needs (in requirements.txt).
+# --no-compile: pip would byte-compile all 30k .py files of the venv (about 90 s here); Python compiles
+# the modules a run imports, once, when it first imports them.
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	python3.11 -m venv .venv || python3 -m venv .venv
-	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
-	$(PY) -m pip install -q --no-deps onnx2tf==1.29.24
+	$(PY) -m pip install -q --no-compile -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --no-compile --no-deps onnx2tf==1.29.24
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

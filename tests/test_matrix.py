@@ -20,20 +20,14 @@ FAST = {
     ("coreml", None): (Precision.fp16, Precision.int8, Precision.palettize6),
     ("executorch", None): (Precision.fp32, Precision.int8),
 }
-# Cases left to `make test-slow` for the suite's time, each capability still proven by default elsewhere:
-# ExecuTorch int8 on MobileViT (119 s of XNNPACK lowering) runs by default on swin_micro here (also read by
-# test_integrity's replica checks and test_executorch's report) and on the toy of test_executorch.py, whose
-# conv + SiLU stem and attention take the same recipe.
-SLOW_BY_DEFAULT = {("mobilevit_xxs", "executorch", None, Precision.int8)}
 # Weight compression below 8 bits on random weights (near-flat logits) misses the cosine/SQNR bounds
 # without saying anything about a trained model (palettize6 on random mobilevit_xs at 64: cosine 0.985,
 # 15 dB; on the trained reference models: 0.999, 38-40 dB). Those cases run on the reference models only.
 LOW_BIT = {Precision.palettize6, Precision.palettize4, Precision.int4, Precision.w8a8}
-# One fp32 and one int8 case of a random-weight model without a reference checkpoint in the default run.
-# ExecuTorch's int8-dynamic (its convolutions once broke XNNPACK's lowering) runs by default on the toy of
-# test_executorch.py, whose convolutions and linear layers take the same recipe; on MobileViT (61 s of
-# lowering) with `make test-slow`.
-FAST_RANDOM = {("mobilevitv2_050", "tflite", None, Precision.fp32), ("mobilevitv2_050", "tflite", None, Precision.int8)}
+# One fp32 and one int8 case of a random-weight model without a reference checkpoint in the default run;
+# also ExecuTorch's int8-dynamic on MobileViT (its convolutions once broke XNNPACK's lowering).
+FAST_RANDOM = {("mobilevitv2_050", "tflite", None, Precision.fp32), ("mobilevitv2_050", "tflite", None, Precision.int8),
+               ("mobilevit_xxs", "executorch", None, Precision.int8_dynamic)}
 KNOWN_DEFECTS = {
     ("mobilevit", "onnx2tf"): "onnx2tf 1.29.24 mis-converts the MobileViT block on 4x4 maps at 64x64 "
                                "(cosine ~0.88 at every precision on mobilevit_xxs; correct at 256)",
@@ -54,9 +48,8 @@ def _cases():
             for precision in get_target(target_name).precisions:
                 if name not in REFERENCE and precision in LOW_BIT:
                     continue
-                fast = (((name in REFERENCE and precision in FAST.get((target_name, converter), ()))
-                         or (name, target_name, converter, precision) in FAST_RANDOM)
-                        and (name, target_name, converter, precision) not in SLOW_BY_DEFAULT)
+                fast = ((name in REFERENCE and precision in FAST.get((target_name, converter), ()))
+                        or (name, target_name, converter, precision) in FAST_RANDOM)
                 family = MODELS[name].family
                 defect = (KNOWN_DEFECTS.get((family, converter)) or KNOWN_DEFECTS.get((name, converter))
                           or KNOWN_DEFECTS.get((name, converter, precision)))
