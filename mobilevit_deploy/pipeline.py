@@ -30,7 +30,7 @@ from .errors import (ArtifactError, DataError, DegenerateReferenceError, InputSi
                      ShapeMismatchError, at_least, first_line)
 from .fusion import fuse
 from .models import create_model, model_config
-from .models.folder import ModelFolder, class_count, model_name, read_folder
+from .models.model_folder import ModelFolder, class_count, model_name, read_model_folder
 from .models.layers import fuse_conv_bn
 from .models.weights import head_classes, load_state, load_weights, read_checkpoint
 from .outputs import ensure_folder, move_into_place, require_writable_folder, staging
@@ -97,7 +97,7 @@ def _folder_of(weights: Path | str | None) -> ModelFolder | None:
     """What the folder of a --weights file says (None for no file, "random", or a bare checkpoint)."""
     if weights is None or str(weights) == RANDOM or not Path(weights).exists():
         return None
-    return read_folder(Path(weights))
+    return read_model_folder(Path(weights))
 
 
 def prepare_model(name: str | None, weights: Path | str | None = None, num_classes: int | None = None,
@@ -107,7 +107,7 @@ def prepare_model(name: str | None, weights: Path | str | None = None, num_class
     num_classes is None or the checkpoint's, else the seeded init. `weights_format` ("hf", "timm",
     "torchvision") names who wrote the file; None detects it from the key names.
 
-    A weights file brings its class count (its head's rows) and, from its folder (`models.folder`:
+    A weights file brings its class count (its head's rows) and, from its folder (`models.model_folder`:
     Hugging Face's config.json and preprocessor_config.json), the model (`name` None), the class names,
     the input size and the preprocessing; `image_size` wins over the folder's, and a name or
     `num_classes` that contradicts the weights is one WeightsConflictError line naming both."""

@@ -34,7 +34,7 @@ class ModelFolder:
         return self.folder / CONFIG
 
 
-def read_folder(weights: Path) -> ModelFolder | None:
+def read_model_folder(weights: Path) -> ModelFolder | None:
     """The folder of `weights` (the folder itself, or a file's parent) when it holds a config.json or a
     preprocessor_config.json; None for a bare checkpoint."""
     weights = Path(weights)
