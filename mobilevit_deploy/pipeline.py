@@ -423,16 +423,16 @@ def convert(prepared: PreparedModel, target: str | Target, spec: ExportSpec, out
     return convert_all(prepared, target, [spec], out_dir, **sequence).results[0]
 
 
-def convert_model(model: str | PreparedModel | nn.Module | None, target: str | Target, precisions: str | Sequence[str],
-                  out: Path | str | None = None, *, weights: Path | str | None = None,
+def convert_model(model: str | PreparedModel | nn.Module | None, target: str | Target,
+                  precisions: str | Sequence[str], out: Path | str | None = None, *, weights: Path | str | None = None,
                   weights_format: str | None = None, image_size: int | None = None, num_classes: int | None = None,
                   name: str | None = None, preprocess: Preprocess | None = None, layout: str | Layout = Layout.nchw,
                   int8_io: bool = False, converter: str | None = None, options: dict | None = None,
                   labels_file: Path | None = None, calib_samples: int = DEFAULT_SAMPLES, **sequence) -> Conversion:
     """A conversion as a user asks for it, by name, through `convert_all`: what the CLI's `convert` and
     the API's `convert` both call. `model`: a built-in name, None (the one the weights' folder describes,
-    `model_for`), a PreparedModel, or your own nn.Module (give `image_size`; `name` and `preprocess` if you like). `precisions`: "fp32,int8" or a list of names.
-    `options`: the target's own (a None value is left out: the target's default); `labels_file`: class
+    `model_for`), a PreparedModel, or your own nn.Module (give `image_size`; `name` and `preprocess` if you
+    like). `precisions`: "fp32,int8" or a list of names. `options`: the target's own (a None value is left out: the target's default); `labels_file`: class
     names for a target that takes `labels`; `out` None: OUT_ROOT/<model>. Names, counts and the output
     folder are refused before any work. `sequence`: `convert_all`'s keyword arguments (calib_data, data,
     check, do_fuse, progress, on_step)."""

@@ -69,7 +69,8 @@ def read_processor(path: Path) -> Processor:
         mean, std = tuple(m / factor for m in mean), tuple(s / factor for s in std)
     flips = bool(config.get("do_flip_channel_order", kind.startswith("MobileViT")))
     preprocess = Preprocess(resize, height, mean, std, "RGB", interpolation)
-    squash = "" if crop else " (the processor resizes to a square; mvdeploy resizes the shorter side and crops: the same on square images)"
+    squash = "" if crop else (" (the processor resizes to a square; mvdeploy resizes the shorter side and crops: "
+                              "the same on square images)")
     described = (f"input {height}x{height} and preprocessing from {path.name}: {interpolation} resize of the "
                  f"shorter side to {resize}, center crop {height}, mean {_numbers(mean)}, std {_numbers(std)}"
                  f"{squash}")

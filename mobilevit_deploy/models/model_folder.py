@@ -69,17 +69,20 @@ def model_name(given: str | None, folder: ModelFolder | None) -> str | None:
     return folder.model
 
 
-def class_count(given: int | None, head: tuple[str, int] | None, folder: ModelFolder | None) -> tuple[int | None, str | None]:
+def class_count(given: int | None, head: tuple[str, int] | None,
+                folder: ModelFolder | None) -> tuple[int | None, str | None]:
     """(the class count, a note saying where it came from): the weights' head `(key, rows)` decides;
     `--num-classes` (`given`) that differs from it, or an id2label of another length, is refused."""
     if head is None:
         return given, None
     key, rows = head
     if given is not None and given != rows:
-        raise WeightsConflictError(f"--num-classes {given} conflicts with the weights: their head {key} has {rows} classes")
+        raise WeightsConflictError(f"--num-classes {given} conflicts with the weights: "
+                                   f"their head {key} has {rows} classes")
     labels = folder.labels if folder is not None else None
     if labels is not None and len(labels) != rows:
-        raise WeightsError(f"{folder.config}'s id2label names {len(labels)} classes; the weights' head {key} has {rows}")
+        raise WeightsError(f"{folder.config}'s id2label names {len(labels)} classes; "
+                           f"the weights' head {key} has {rows}")
     if labels is None:
         return rows, f"{rows} classes from the weights' head ({key}); no class names"
     shown = ", ".join(labels[:5]) + (f", ... ({len(labels)} in all)" if len(labels) > 5 else "")
