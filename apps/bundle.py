@@ -300,7 +300,7 @@ def build_bundle(prepared: PreparedModel, platform_name: str, out_dir: Path, gol
     return BundleResult(out_dir / name, out_dir / f"{name}.zip", manifest)
 
 
-def bundle_model(model: str, platform: str | PlatformName, out: Path, *, runtime: str | None = None,
+def bundle_model(model: str | None, platform: str | PlatformName, out: Path, *, runtime: str | None = None,
                  precision: str | None = None, weights: Path | str | None = None, weights_format: str | None = None,
                  image_size: int | None = None, num_classes: int | None = None, labels: Path | None = None,
                  data: Path | None = None, calib_data: str | None = None, artifact: Path | None = None,
@@ -308,11 +308,13 @@ def bundle_model(model: str, platform: str | PlatformName, out: Path, *, runtime
                  on_step: Callable[[str], None] | None = None) -> BundleResult:
     """`mvdeploy bundle` as one call: what cannot work is refused before any work; then the model, its
     class names and `golden` self-test images, and `build_bundle` (calibration and parity images chosen
-    by the convert sequence from `calib_data` and `data`). `precision` None: the platform's default."""
-    from mobilevit_deploy.pipeline import prepare_model
+    by the convert sequence from `calib_data` and `data`). `precision` None: the platform's default;
+    `model` None: the one a Hugging Face `weights` folder describes (`pipeline.model_for`)."""
+    from mobilevit_deploy.pipeline import model_for, prepare_model
     from mobilevit_deploy.targets import get_target
 
     at_least(golden, 1, "--golden")
+    model = model_for(model, weights)
     require_writable_folder(out)
     plat = get_platform(platform, runtime)
     chosen = parse_choice(Precision, precision, "precision") if precision else plat.default_precision

@@ -29,7 +29,9 @@ if not console.is_terminal:            # piped or in CI: wide enough that tables
     console = Console(width=160)
 err_console = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 160)
 
-WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help=".safetensors or a PyTorch state dict")]
+WeightsOpt = Annotated[Optional[Path], typer.Option(
+    "--weights", help=".safetensors or a PyTorch state dict, or a Hugging Face save_pretrained folder (its model, "
+                      "classes, labels and preprocessing are read from it)")]
 DataOpt = Annotated[Optional[Path], typer.Option("--data", help="real images for parity: a folder or ImageFolder tree")]
 WeightsFormatOpt = Annotated[Optional[str], typer.Option(
     "--weights-format", help="who named the --weights tensors: hf | timm | torchvision [default: detected]")]
@@ -133,7 +135,9 @@ def _steps():
 
 @app.command()
 def convert(
-    model: Annotated[str, typer.Argument(help="model name (see `mvdeploy models`)")] = "mobilevit_xxs",
+    model: Annotated[Optional[str], typer.Argument(
+        help="model name (see `mvdeploy models`) [default: the one a Hugging Face --weights folder describes, "
+             "else mobilevit_xxs]", show_default=False)] = None,
     target: Annotated[str, typer.Option("--target", help="onnx, tflite, coreml or executorch")] = "tflite",
     precision: Annotated[str, typer.Option("--precision", help="one or more, comma-separated: fp32,fp16,int8,...")] = "fp32",
     weights: WeightsOpt = None,
@@ -181,7 +185,7 @@ def _show_conversion(run) -> None:
     console.print(f"weights: {prepared.weights}; parity on {run.inputs.summary() if run.inputs else 'nothing (--no-check)'}",
                   highlight=False)
     for note in prepared.notes:
-        console.print(f"weights: {note}", highlight=False)
+        console.print(f"weights: {_escape(note)}", highlight=False, soft_wrap=True)
     if calibration is not None:
         console.print(f"calibration: {calibration.samples} images from {calibration.source}"
                       + (f" ({calibration.skipped} unreadable files skipped)" if calibration.skipped else ""),
@@ -274,7 +278,9 @@ def _layers_table(report, title: str) -> Table:
 
 @app.command()
 def bundle(
-    model: Annotated[str, typer.Argument(help="model name")] = "mobilevit_xxs",
+    model: Annotated[Optional[str], typer.Argument(
+        help="model name [default: the one a Hugging Face --weights folder describes, else mobilevit_xxs]",
+        show_default=False)] = None,
     platform: Annotated[PlatformName, _enum_option("--platform", PlatformName, "ios or android")] = PlatformName.android,
     runtime: Annotated[Optional[str], typer.Option(
         "--runtime", help="on-device runtime: coreml (ios), tflite = LiteRT (android, default) or executorch (android)")] = None,
@@ -310,6 +316,8 @@ def _show_bundle(result) -> None:
                   f"{len(m['golden']['cases'])} from {m['golden']['source']}",
                   "[green]pass[/]" if m["parity"]["passed"] else "[red]FAIL[/]")
     console.print(table)
+    for note in m["model"]["weights_notes"]:
+        console.print(f"weights: {_escape(note)}", highlight=False, soft_wrap=True)
     console.print(f"folder: {result.folder}\nzip:    {result.zip_path}", highlight=False)
 
 

@@ -70,6 +70,10 @@ class WeightMismatchError(WeightsError):
         )
 
 
+class WeightsConflictError(WeightsError):
+    """A flag that contradicts the weights or their folder (a model name, --num-classes): names both."""
+
+
 class FusionError(MvDeployError):
     """Fusion was asked of something that cannot be fused (for example a BatchNorm in training mode)."""
 
@@ -125,6 +129,16 @@ class ParityError(MvDeployError):
         self.report = report
         first = report.failures[0] if report.failures else "parity failed"
         super().__init__(f"parity failed for {report.artifact}: {first}")
+
+
+class DegenerateReferenceError(MvDeployError):
+    """The PyTorch outputs on the parity inputs carry no signal (all near zero, constant, or the same for
+    every image): no comparison with them can tell a right file from a wrong one. Not a conversion defect."""
+
+    def __init__(self, why: str):
+        self.why = why
+        super().__init__(f"the model's outputs carry no signal on these inputs: {why}; parity cannot be judged on "
+                         "them (not a conversion defect: are the weights trained? --data gives real images)")
 
 
 def at_least(value: int | None, minimum: int, flag: str) -> None:

@@ -26,14 +26,16 @@ from .calibration import DEFAULT_SAMPLES, UNVALIDATED_NOTE, calibration_again, c
 from .checkpoints import REFERENCE_CHECKPOINTS, ReferenceCheckpoint
 from .data import load_folder, read_labels, synthetic_images
 from .emulation import CpuProfile
-from .errors import (ArtifactError, DataError, InputSizeError, InvalidValueError, ShapeMismatchError, at_least,
-                     first_line)
+from .errors import (ArtifactError, DataError, DegenerateReferenceError, InputSizeError, InvalidValueError,
+                     ShapeMismatchError, at_least, first_line)
 from .fusion import fuse
 from .models import create_model, model_config
+from .models.model_folder import ModelFolder, class_count, model_name, read_model_folder
 from .models.layers import fuse_conv_bn
-from .models.weights import load_weights
+from .models.weights import head_classes, load_state, load_weights, read_checkpoint
 from .outputs import ensure_folder, move_into_place, require_writable_folder, staging
 from .parity import ParityReport, compare, parity_path, tolerance_for
+from .parity.compare import degenerate
 from .parity.audit import FOLD_ROUNDING, Audit, Folded, audit, not_read, with_folded_norms
 from .parity.report import recorded_recipe
 from .runners.torch import TorchRunner
@@ -44,6 +46,7 @@ from .targets import Target, get_target
 FAILED_FOLDER = "failed"        # <out>/failed/: artifacts that failed parity, kept for inspection
 OUT_ROOT = Path("mvdeploy-out")  # where a conversion of a built-in model goes without --out: OUT_ROOT/<model>
 RANDOM = "random"               # weights="random": the seeded random init, even where a reference checkpoint exists
+DEFAULT_MODEL = "mobilevit_xxs"  # what a run builds when neither a name nor the weights' folder says
 
 
 @dataclass
@@ -84,12 +87,32 @@ class PreparedModel:
         return labels
 
 
-def prepare_model(name: str, weights: Path | str | None = None, num_classes: int | None = None,
+def model_for(name: str | None, weights: Path | str | None = None) -> str:
+    """The model a run builds: `name`, else the one the weights' folder describes (config.json), else
+    DEFAULT_MODEL; a name the folder contradicts is one WeightsConflictError line naming both."""
+    return model_name(name, _folder_of(weights)) or DEFAULT_MODEL
+
+
+def _folder_of(weights: Path | str | None) -> ModelFolder | None:
+    """What the folder of a --weights file says (None for no file, "random", or a bare checkpoint)."""
+    if weights is None or str(weights) == RANDOM or not Path(weights).exists():
+        return None
+    return read_model_folder(Path(weights))
+
+
+def prepare_model(name: str | None, weights: Path | str | None = None, num_classes: int | None = None,
                   image_size: int | None = None, weights_format: str | None = None) -> PreparedModel:
     """The model in eval mode with its weights: a file; "random" (also Path("random"), as the CLI passes
     it) for the seeded init; None for the model's reference checkpoint when it has one and
     num_classes is None or the checkpoint's, else the seeded init. `weights_format` ("hf", "timm",
-    "torchvision") names who wrote the file; None detects it from the key names."""
+    "torchvision") names who wrote the file; None detects it from the key names.
+
+    A weights file brings its class count (its head's rows) and, from its folder (`models.model_folder`:
+    Hugging Face's config.json and preprocessor_config.json), the model (`name` None), the class names,
+    the input size and the preprocessing; `image_size` wins over the folder's, and a name or
+    `num_classes` that contradicts the weights is one WeightsConflictError line naming both."""
+    folder = _folder_of(weights)
+    name = model_name(name, folder) or DEFAULT_MODEL
     config = model_config(name)
     if weights_format is not None:
         from .models.weights import WeightsFormat
@@ -100,17 +123,27 @@ def prepare_model(name: str, weights: Path | str | None = None, num_classes: int
     reference = REFERENCE_CHECKPOINTS.get(name)
     if weights is None and reference is not None and num_classes in (None, reference.num_classes):
         return prepare_reference(reference, image_size)
-    size = config.default_image_size if image_size is None else image_size
-    classes = 1000 if num_classes is None else num_classes
-    is_random = weights is None or str(weights) == RANDOM
-    # a weights file is taken as trained at the config's side, as every public checkpoint is
-    model = create_model(name, num_classes=classes, image_size=size,
-                         trained_size=None if is_random else config.default_image_size)
-    if is_random:
+    if weights is None or str(weights) == RANDOM:
+        size = config.default_image_size if image_size is None else image_size
+        classes = 1000 if num_classes is None else num_classes
+        model = create_model(name, num_classes=classes, image_size=size)
         return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size), RANDOM)
-    report = load_weights(model, Path(weights), name, weights_format)
-    return PreparedModel(name, model.eval(), size, classes, config.preprocess.with_size(size), str(weights),
-                         notes=report.notes)
+    state, read_notes = read_checkpoint(Path(weights))
+    classes, classes_note = class_count(num_classes, head_classes(state, config.family, weights_format), folder)
+    classes = 1000 if classes is None else classes
+    folder_size = folder.image_size if folder is not None else None
+    size = image_size or folder_size or config.default_image_size
+    processor = folder.processor if folder is not None else None
+    preprocess = (processor.preprocess if processor is not None else config.preprocess).with_size(size)
+    notes = [*(folder.notes if folder is not None else ()), *([classes_note] if classes_note else [])]
+    if image_size is not None and folder_size is not None and image_size != folder_size:
+        notes.append(f"input {image_size}x{image_size} from --image-size (the folder says {folder_size})")
+    # a weights file is taken as trained at the config's side, as every public checkpoint is
+    model = create_model(name, num_classes=classes, image_size=size, trained_size=config.default_image_size)
+    report = load_state(model, state, read_notes, Path(weights), name, weights_format)
+    return PreparedModel(name, model.eval(), size, classes, preprocess, str(weights),
+                         list(folder.labels) if folder is not None and folder.labels else None,
+                         notes=notes + report.notes)
 
 
 def prepare_module(module: nn.Module, image_size: int, name: str | None = None,
@@ -229,11 +262,15 @@ def check_artifact(artifact: Artifact, target: Target, prepared: PreparedModel, 
     weights against `exported` (the fused model it was converted from; default: `prepared`'s, fused).
     With `arm_cpus`, the accuracy comparison again on the engine's ARM64 build, once per emulated CPU
     (`arm64.arm64_parity`). `label`: the path the report names (the final path when checked in a staging
-    folder); `recipe`: what the report records for a later check."""
+    folder); `recipe`: what the report records for a later check. Reference outputs that carry no signal
+    (`parity.compare.degenerate`) are a DegenerateReferenceError, before the artifact runs."""
     require_fit(artifact, prepared)
     with TorchRunner(prepared.model, input_shape=prepared.input_shape) as reference_runner:
         reference = reference_runner.infer(inputs.images)
         reference_engine = reference_runner.engine
+    why = degenerate(reference)
+    if why is not None:                 # nothing to compare against: said as it is, not as a failed file
+        raise DegenerateReferenceError(why)
     exported = exported if exported is not None else fuse(prepared.model).model
     tolerance = tolerance_for(target, artifact.precision)
     engine = target.name
@@ -386,16 +423,16 @@ def convert(prepared: PreparedModel, target: str | Target, spec: ExportSpec, out
     return convert_all(prepared, target, [spec], out_dir, **sequence).results[0]
 
 
-def convert_model(model: str | PreparedModel | nn.Module, target: str | Target, precisions: str | Sequence[str],
-                  out: Path | str | None = None, *, weights: Path | str | None = None,
+def convert_model(model: str | PreparedModel | nn.Module | None, target: str | Target,
+                  precisions: str | Sequence[str], out: Path | str | None = None, *, weights: Path | str | None = None,
                   weights_format: str | None = None, image_size: int | None = None, num_classes: int | None = None,
                   name: str | None = None, preprocess: Preprocess | None = None, layout: str | Layout = Layout.nchw,
                   int8_io: bool = False, converter: str | None = None, options: dict | None = None,
                   labels_file: Path | None = None, calib_samples: int = DEFAULT_SAMPLES, **sequence) -> Conversion:
     """A conversion as a user asks for it, by name, through `convert_all`: what the CLI's `convert` and
-    the API's `convert` both call. `model`: a built-in name, a PreparedModel, or your own nn.Module (give
-    `image_size`; `name` and `preprocess` if you like). `precisions`: "fp32,int8" or a list of names.
-    `options`: the target's own (a None value is left out: the target's default); `labels_file`: class
+    the API's `convert` both call. `model`: a built-in name, None (the one the weights' folder describes,
+    `model_for`), a PreparedModel, or your own nn.Module (give `image_size`; `name` and `preprocess` if you
+    like). `precisions`: "fp32,int8" or a list of names. `options`: the target's own (a None value is left out: the target's default); `labels_file`: class
     names for a target that takes `labels`; `out` None: OUT_ROOT/<model>. Names, counts and the output
     folder are refused before any work. `sequence`: `convert_all`'s keyword arguments (calib_data, data,
     check, do_fuse, progress, on_step)."""
@@ -403,6 +440,8 @@ def convert_model(model: str | PreparedModel | nn.Module, target: str | Target, 
     chosen = parse_precisions(precisions)
     layout = parse_choice(Layout, getattr(layout, "value", layout), "layout")
     at_least(calib_samples, 1, "--calib-samples")
+    if model is None or isinstance(model, str):
+        model = model_for(model, weights)
     out_dir = Path(out) if out is not None else (OUT_ROOT / model if isinstance(model, str) else OUT_ROOT)
     require_writable_folder(out_dir)
     prepared = _prepared(model, weights, weights_format, image_size, num_classes, name, preprocess)

@@ -110,3 +110,39 @@ def test_tolerance_for_reads_the_targets_own_bounds_and_lists_them_when_missing(
     assert tolerance_for(target, Precision.fp32) is FP32
     with pytest.raises(UnknownNameError, match="onnx-fp32"):
         tolerance_for(target, Precision.int4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Degenerate references: outputs no comparison can judge
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reference, needle", [
+    (np.zeros((2, 3)), "all 6 outputs on 2 images are within 0 of zero"),
+    (np.array([[2.5e-43, -1.4e-43], [3.0e-43, 7.0e-45]]), "within 3e-43 of zero"),   # transformers' MobileViT init
+    (np.full((3, 2), 0.25), "all 6 outputs on 3 images are 0.25 (spread 0)"),
+    (np.array([[1.0, -2.0, 3.0], [1.0, -2.0, 3.0 + 1e-7]]), "all 2 images give the same outputs (they differ "
+                                                           "by at most 1e-07, 3.3e-08 of the largest output 3)"),
+])
+def test_degenerate_references_are_named(reference, needle):
+    from mobilevit_deploy.parity.compare import degenerate
+
+    assert needle in degenerate(reference)
+
+
+def test_references_with_a_signal_are_not_degenerate():
+    """Negative controls: logits that differ between images (by hand, by 1e-5 of their size, and a real
+    random-init model's on the synthetic parity images), and tiny but normal float32 magnitudes."""
+    import torch
+
+    from mobilevit_deploy.data import synthetic_images
+    from mobilevit_deploy.models import create_model, model_config
+    from mobilevit_deploy.parity.compare import degenerate
+
+    assert degenerate(np.array([[1.0, -2.0, 3.0], [0.5, 2.0, -1.0]])) is None
+    assert degenerate(np.array([[1.0, -2.0, 3.0], [1.0, -2.0, 3.0 + 3e-5]])) is None
+    assert degenerate(np.array([[1e-20, -2e-20], [3e-20, 0.0]])) is None          # small, yet normal numbers
+    assert degenerate(np.array([[0.1, 0.2, 0.3]])) is None                         # one image: nothing to vary
+    model = create_model("mobilevit_xxs", num_classes=10, image_size=64)
+    images = synthetic_images(4, 64, model_config("mobilevit_xxs").preprocess.with_size(64), seed=0)
+    with torch.no_grad():
+        assert degenerate(model(images).numpy()) is None

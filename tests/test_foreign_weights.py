@@ -19,6 +19,8 @@ from mobilevit_deploy.models.weights import (CHANNEL_FLIP_NOTE, WEIGHTS_FORMATS,
                                              load_weights)
 from mobilevit_deploy.pipeline import prepare_model
 
+from hf_models import randomize as _randomize, randomize_v2
+
 transformers = pytest.importorskip("transformers")
 
 RELATIVE_TOLERANCE = 1e-5       # max |ours - theirs| / max |theirs| on the logits
@@ -36,21 +38,6 @@ HF_SWIN = {
     "swin_tiny": dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7),
     "swin_micro": dict(embed_dim=48, depths=[2, 2, 2, 2], num_heads=[2, 4, 8, 16], window_size=7),
 }
-
-
-def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every float tensor random (BatchNorm scales and variances around 1), so no tensor is a no-op
-    and a wrong rename or a missed channel flip changes the logits."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for key, value in model.state_dict().items():
-            if not value.dtype.is_floating_point:
-                continue
-            if key.endswith(("running_var", "normalization.weight")):
-                value.copy_(0.75 + 0.5 * torch.rand(value.shape, generator=generator))
-            else:
-                value.copy_(0.1 * torch.randn(value.shape, generator=generator))
-    return model.eval()
 
 
 def _hf_mobilevit(name: str):
@@ -138,14 +125,7 @@ def test_hf_mobilevitv2_matches_transformers_on_rgb(name, width, tmp_path):
     """transformers' MobileViTV2 (Apple's ml-cvnets layout) is an independent implementation of the
     paper: our model loaded from its state dict gives its logits (RGB for us, BGR for it)."""
     config = transformers.MobileViTV2Config(num_labels=CLASSES, width_multiplier=width, image_size=SIZE)
-    theirs = _randomize(transformers.MobileViTV2ForImageClassification(config))
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():       # 0.1-scaled weights through 20 depthwise/1x1 layers flatten the input away:
-        for key, value in theirs.state_dict().items():      # weights ~ 1/sqrt(fan_in), norm scales ~ 1
-            if value.dim() == 4:
-                value.copy_(torch.randn(value.shape, generator=generator) / value[0].numel() ** 0.5)
-            elif "layernorm" in key and key.endswith("weight"):
-                value.copy_(0.75 + 0.5 * torch.rand(value.shape, generator=generator))
+    theirs = randomize_v2(transformers.MobileViTV2ForImageClassification(config))
     theirs.save_pretrained(tmp_path)
     ours = create_model(name, num_classes=CLASSES, image_size=SIZE)
     report = load_weights(ours, tmp_path / "model.safetensors", name)
@@ -188,22 +168,6 @@ def test_prepare_model_carries_the_notes(hf_xxs):
     _, folder = hf_xxs
     prepared = prepare_model("mobilevit_xxs", weights=folder, num_classes=CLASSES, weights_format="hf")
     assert CHANNEL_FLIP_NOTE in prepared.notes and prepared.trained
-
-
-def test_bundle_records_the_folded_channel_flip(hf_xxs, tmp_path):
-    """An app bundle of Hugging Face MobileViT weights says the model takes RGB because the flip is folded."""
-    import json
-
-    from apps.bundle import build_bundle
-    from mobilevit_deploy.pipeline import parity_inputs
-
-    _, folder = hf_xxs
-    prepared = prepare_model("mobilevit_xxs", weights=folder, num_classes=CLASSES, weights_format="hf")
-    golden = parity_inputs(prepared, synthetic=2)
-    result = build_bundle(prepared, "android", tmp_path, golden, [None] * 2, [str(i) for i in range(CLASSES)])
-    manifest = json.loads((result.folder / "bundle.json").read_text())
-    assert CHANNEL_FLIP_NOTE in manifest["model"]["weights_notes"]
-    assert manifest["preprocessing"]["color_order"] == "RGB" and manifest["parity"]["passed"]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ source that wrote them (timm's names are ours; Hugging Face and torchvision are 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import WeightMismatchError, WeightsError, did_you_mean, first_line
+from .hf_processor import PROCESSOR_CONFIG, read_json
 from .sources import FOREIGN_TABLES, TIMM, RenameTable, table_for
 from .swin import resize_relative_position_bias, window_of_table
 
@@ -22,7 +22,7 @@ WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "mo
 PREFIXES = ("module.", "model.")
 # What Hugging Face's save_pretrained writes into a folder, in the order we look for it.
 FOLDER_FILES = ("model.safetensors", "pytorch_model.bin")
-PROCESSOR_CONFIG = "preprocessor_config.json"   # Hugging Face's image processor settings, beside the weights
+HEAD = "head.fc.weight"         # our classifier's weight, [classes, features], in every model
 CHANNEL_FLIP_NOTE = "BGR->RGB channel flip folded into the stem conv: the model takes RGB like every mvdeploy model"
 
 
@@ -218,20 +218,41 @@ def flips_channels(table: RenameTable, path: Path) -> tuple[bool, str | None]:
     config = folder / PROCESSOR_CONFIG
     if not config.is_file():
         return True, None
-    try:
-        flip = json.loads(config.read_text()).get("do_flip_channel_order", True)
-    except (OSError, ValueError, AttributeError) as e:
-        raise WeightsError(f"cannot read {config}: {type(e).__name__}: {first_line(e)}") from None
-    if flip:
+    if read_json(config).get("do_flip_channel_order", True):
         return True, None
     return False, f"{config.name} beside the weights sets do_flip_channel_order false: the model takes RGB as trained"
 
 
+def head_classes(state: dict[str, Tensor], family: str | None,
+                 weights_format: str | None = None) -> tuple[str, int] | None:
+    """(the checkpoint's key of its classifier weight, its rows: the class count), found under the name
+    each candidate layout gives our `HEAD` (the one `weights_format` names, else those whose signature the
+    checkpoint has, then ours); None when no layout's head is there (the strict load says what is wrong)."""
+    source = getattr(weights_format, "value", weights_format)
+    tables = ([table_for(source, family)] if source is not None else
+              [t for t in FOREIGN_TABLES if t.family == family and t.matches(state)] + [TIMM])
+    for table in filter(None, tables):
+        spelled = {table.normalize(key): key for key in state}
+        for name in table.foreign_names(HEAD):
+            key = spelled.get(name)
+            if key is not None and state[key].dim() == 2:
+                return key, int(state[key].shape[0])
+    return None
+
+
 def load_weights(model: nn.Module, path: Path, model_name: str, weights_format: str | None = None) -> LoadReport:
-    """Load `path` into `model` strictly through the rename table of its source (`weights_format`, or
-    detected from the keys): any missing key, unexpected key or shape mismatch is an error. A source
-    that fed its model BGR gets the channel flip folded into the stem conv, so the model takes RGB."""
+    """Load `path` into `model` strictly (`load_state`)."""
     state, notes = read_checkpoint(path)
+    return load_state(model, state, notes, path, model_name, weights_format)
+
+
+def load_state(model: nn.Module, state: dict[str, Tensor], notes: list[str], path: Path, model_name: str,
+               weights_format: str | None = None) -> LoadReport:
+    """Load a checkpoint's tensors (`read_checkpoint` of `path`, with its notes) into `model` strictly
+    through the rename table of its source (`weights_format`, or detected from the keys): any missing
+    key, unexpected key or shape mismatch is an error. A source that fed its model BGR gets the channel
+    flip folded into the stem conv, so the model takes RGB."""
+    notes = list(notes)
     table = choose_table(state, model, model_name, path, weights_format)
     label = model_name if table is TIMM else f"{model_name} (keys read as {table.description})"
     own = model.state_dict()

@@ -8,6 +8,13 @@ import numpy as np
 from ..errors import ShapeMismatchError
 
 SQNR_CAP_DB = 300.0   # identical outputs have infinite SQNR; JSON has no infinity
+# A reference whose every value is within this of zero carries no signal: float32's normal numbers stop at
+# 1.2e-38, so such outputs come out of products that underflowed on the way (transformers' own init of a
+# MobileViT gives logits of ~1e-43), their digits are rounding residue and a relative error on them means nothing.
+NEAR_ZERO = 1e-30
+# Outputs that vary by no more than this fraction of their magnitude are constant: float32 rounding alone
+# moves logits by ~1e-7 of it, and any output that depends on its input moves by far more.
+CONSTANT_SPREAD = 1e-6
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,25 @@ def compare(reference: np.ndarray, candidate: np.ndarray, classes: bool = True) 
         top5_overlap=top5,
         nonfinite=nonfinite,
     )
+
+
+def degenerate(reference: np.ndarray) -> str | None:
+    """Why reference outputs [N, K] carry no signal a comparison could judge (every value near zero, one
+    constant value, or the same outputs for every image), or None when they carry one."""
+    r = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    if not r.size or not np.all(np.isfinite(r)):
+        return None                                  # nonfinite outputs are the comparison's own failure
+    peak = float(np.max(np.abs(r)))
+    if peak < NEAR_ZERO:
+        return f"all {r.size} outputs on {len(r)} images are within {peak:.3g} of zero"
+    spread = float(np.ptp(r))
+    if spread <= CONSTANT_SPREAD * peak:
+        return f"all {r.size} outputs on {len(r)} images are {float(r.flat[0]):.6g} (spread {spread:.3g})"
+    across = float(np.max(np.ptp(r, axis=0)))
+    if len(r) > 1 and across <= CONSTANT_SPREAD * peak:
+        return (f"all {len(r)} images give the same outputs (they differ by at most {across:.3g}, "
+                f"{across / peak:.2g} of the largest output {peak:.3g})")
+    return None
 
 
 def _agreement(r: np.ndarray, c: np.ndarray) -> tuple[float, float]:
