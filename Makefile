@@ -5,20 +5,21 @@ ARM64 := .venv/arm64/installed.json
 KOTLINC := .venv/kotlin/node_modules/kotlin-compiler/bin/kotlinc
 # The ARM64 engine and the Kotlin compiler download side by side once the venv is there.
 MAKEFLAGS += --jobs=2
+# Python caches what it compiles (__pycache__) unless told not to: pip skips byte-compiling the 30k files of
+# the venv (--no-compile below, about 90 s), so each module is compiled once, when a run first imports it.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo test test-unit test-slow bench clean
 
 install: $(STAMP) $(ARM64) $(KOTLINC)
 
-# torch==2.13.0 is the CPU wheel on this machine's disk; onnx2tf's own pins clash with the rest,
-# so it goes in without its dependencies, on top of what it really needs (in requirements.txt).
-# --no-compile: pip would byte-compile all 30k .py files of the venv (about 90 s here); Python compiles
-# the modules a run imports, once, when it first imports them.
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+# Every extra of pyproject.toml (each target's toolchain, Ray, transformers) and the suite's own (dev), at the
+# versions constraints.txt pins; torch==2.13.0 is the CPU wheel. onnx2tf's own pins clash with the rest, so it
+# goes in without its dependencies, on top of what it really needs (the onnx2tf extra).
+$(STAMP): constraints.txt pyproject.toml
 	python3.11 -m venv .venv || python3 -m venv .venv
-	$(PY) -m pip install -q --no-compile -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --no-compile -e ".[all,dev]" -c constraints.txt
 	$(PY) -m pip install -q --no-compile --no-deps onnx2tf==1.29.24
-	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 # The ARM64 engine for --arch arm64 (qemu-user 10.x, an aarch64 Python, ai-edge-litert's aarch64 wheel):

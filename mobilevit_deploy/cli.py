@@ -96,6 +96,24 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
     console.print(table)
 
 
+@app.command()
+def doctor() -> None:
+    """What this install can do: each target and feature, usable or the one line that installs it."""
+    from .doctor import capabilities, version_line
+
+    rows = capabilities()
+    table = Table(title=version_line())
+    for col in ("name", "kind", "enables", "status", "install"):
+        table.add_column(col)
+    for row in rows:
+        status = "[green]ready[/]" if row.ready else "[yellow]missing[/]"
+        table.add_row(row.name, row.kind, row.enables, status, "" if row.ready else row.extra)
+    console.print(table)
+    for row in rows:
+        if not row.ready:
+            console.print(f"{row.name}: {_escape(row.missing)}", highlight=False, soft_wrap=True)
+
+
 def _enum_option(flag: str, choices: type[enum.Enum], help: str):
     """An option taking one of an Enum's values: a wrong one is a usage error (exit 2) that still says
     'did you mean'."""
@@ -466,8 +484,18 @@ def _verbose() -> bool:
     return os.environ.get("MVDEPLOY_VERBOSE", "") not in ("", "0")
 
 
+def _version(asked: bool) -> None:
+    if asked:
+        from .doctor import version_line
+
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
 @app.callback()
-def _options(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="let libraries' warnings and logs through; full tracebacks")] = False) -> None:
+def _options(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="let libraries' warnings and logs through; full tracebacks")] = False,
+             version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                   help="print mvdeploy's version (and torch's) and exit")] = False) -> None:
     """MobileViT and Swin from PyTorch to phones, with proof of parity."""
     if verbose:
         os.environ["MVDEPLOY_VERBOSE"] = "1"

@@ -7,7 +7,10 @@ the shorter side, center crop, [0, 1], mean/std). So a digit written by `export_
 and read back by `load_folder` is the very tensor training saw, and a converted model fed digit
 images by an app sees what the PyTorch model saw.
 
-scikit-learn is imported inside `digits_split`, so `import mobilevit_deploy` does not need it.
+The 1,797 digits and the recorded split (seed 0, a quarter for test) ship with the package
+(`checkpoints/digits.npz`, 46 KB: load_digits' levels and targets, the test indices
+`train_test_split` gives), so the reference checkpoints' parity and evaluation images need no
+scikit-learn; another seed (scripts/train_digits.py --split-seed) imports it.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ DIGIT_LABELS = tuple(str(d) for d in range(10))   # class index i is the digit i
 SPLIT_SEED = 0                                     # random_state of the recorded train/test split
 TEST_FRACTION = 0.25                               # 450 test images, 1,347 train images
 SPLITS = ("train", "test")
+BUNDLED = Path(__file__).parent / "checkpoints" / "digits.npz"   # levels, labels, test_seed0 (SPLIT_SEED's test indices)
 
 
 def digits_to_uint8(levels: np.ndarray) -> np.ndarray:
@@ -62,16 +66,22 @@ class DigitsSplit:
 
 def digits_split(seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION) -> DigitsSplit:
     """The digits, split by scikit-learn's `train_test_split`, stratified by class; the same seed
-    always gives the same split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    always gives the same split. The recorded split is read from the package (`BUNDLED`)."""
+    if (seed, test_fraction) == (SPLIT_SEED, TEST_FRACTION):
+        with np.load(BUNDLED) as bundled:
+            levels, labels, test = bundled["levels"], bundled["labels"].astype(np.int64), bundled["test_seed0"]
+        test = test.astype(np.int64)
+        train = np.setdiff1d(np.arange(len(labels)), test)
+    else:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
-    images = digits_to_uint8(digits.images)                            # [1797, 8, 8]
-    labels = digits.target.astype(np.int64)                            # [1797]
-    train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction,
-                                   random_state=seed, stratify=labels)
-    train, test = np.sort(train), np.sort(test)
+        digits = load_digits()
+        levels, labels = digits.images, digits.target.astype(np.int64)
+        train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction,
+                                       random_state=seed, stratify=labels)
+        train, test = np.sort(train), np.sort(test)
+    images = digits_to_uint8(levels)                                   # [1797, 8, 8]
     return DigitsSplit(DigitsPart(images[train], labels[train], train),
                        DigitsPart(images[test], labels[test], test), seed, test_fraction)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from .errors import InvalidValueError, MvDeployError, first_line
+from .extras import RAY
 from .versions import version_of
 
 RETRIES = 1                          # Ray runs a failed or killed task once more before it counts as failed
@@ -125,6 +126,9 @@ class RayExecutor:
                                     "uses a running cluster: pass exactly one")
         if self.workers is not None and self.workers < 1:
             raise InvalidValueError(f"--workers must be at least 1; got {self.workers}")
+        reason = RAY.unavailable_reason()
+        if reason:                                    # before any work: the run would stop at its first task
+            raise RayUnavailableError(reason)
         if self.workers is not None:
             self.threads = max(1, (os.cpu_count() or 1) // self.workers)
         else:
@@ -198,7 +202,7 @@ class RayExecutor:
 
 
 class RayUnavailableError(MvDeployError):
-    """Ray could not be started here or the cluster could not be reached."""
+    """Ray is not installed, could not be started here, or the cluster could not be reached."""
 
 
 def executor_for(workers: int | None = None, address: str | None = None):

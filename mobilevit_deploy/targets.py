@@ -17,13 +17,13 @@ applied when they exist. ("Check" is kept for proving parity: `pipeline.check_ar
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
 from torch import nn
 
+from .extras import install_line, needs
 from .errors import (ArtifactError, CalibrationRequiredError, ConversionError, OptionsError, TargetUnavailableError,
                      UnknownNameError, UnknownTargetError, did_you_mean, first_line)
 from .parity.audit import StoredTensor
@@ -49,6 +49,7 @@ class Target(Protocol):
     Options: type                          # a frozen dataclass of this target's own options
     tolerances: dict[Precision, Tolerance]  # the parity bound of each precision (from parity.tolerances)
     requires: tuple[str, ...]              # modules the toolchain imports; unavailable_reason names the missing
+    extra: str                             # the pyproject extra that installs them: pip install "mvdeploy[extra]"
     intermediates: Callable | None         # debug's capture of this engine's intermediate tensors, or None
     layer_quantizer: Callable | None       # () -> the PT2E quantizer the int8 layer analysis uses, or None
     arm64_unsupported: str | None          # None when runner(artifact, arm_cpu=...) runs its ARM64 build; else why not
@@ -99,6 +100,7 @@ class BaseTarget:
     int8_io_precisions: tuple[Precision, ...] = ()
     tolerances: dict[Precision, Tolerance] = {}   # one bound per precision, built from parity.tolerances
     requires: tuple[str, ...] = ()              # importable modules the toolchain needs
+    extra: str = ""                             # the extra that installs them (default: the target's name)
     intermediates: Callable | None = None       # (artifact, module names, workdir) -> a debug.capture engine capture
     layer_quantizer: Callable | None = None     # () -> the PT2E quantizer of this target's int8 conversion
     integrity: dict[Precision, Tolerance] = {}  # the bound against the replica, per precision it reproduces
@@ -116,11 +118,9 @@ class BaseTarget:
                             "_validate(spec) (BaseTarget.validate runs them once, before any work)")
 
     def unavailable_reason(self) -> str | None:
-        """None when every module in `requires` is importable; else one line naming the missing ones."""
-        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
-        if missing:
-            return f"{self.name} target needs {', '.join(missing)} (not importable); run make install"
-        return None
+        """None when every module in `requires` is importable; else the one line naming the extra to install
+        (`coreml needs: pip install "mvdeploy[coreml]" (coremltools is not installed)`)."""
+        return needs(self.name, self.extra or self.name, self.requires)
 
     def options(self, **given) -> object:
         known = {f.name for f in dataclasses.fields(self.Options)}
@@ -224,8 +224,8 @@ def registry() -> dict[str, Target]:
             target = BrokenTarget(entry.name, e)
         found[target.name] = target
     if not found:
-        raise TargetUnavailableError(f"no targets are registered (entry-point group {ENTRY_POINT_GROUP}); "
-                                     "run make install")
+        raise TargetUnavailableError(f"no targets are registered (entry-point group {ENTRY_POINT_GROUP}): "
+                                     f"{install_line('onnx')} or another target's extra")
     return found
 
 

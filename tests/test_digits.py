@@ -51,7 +51,9 @@ def _accuracy(model, loaded) -> float:
 # ---------------------------------------------------------------------------------------------------
 
 def test_split_is_stratified_deterministic_and_disjoint(split):
+    """The bundled digits and split (checkpoints/digits.npz) are scikit-learn's, element for element."""
     from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
     digits = load_digits()
     assert (len(split.train), len(split.test)) == (1347, 450)
     assert not set(split.train.indices) & set(split.test.indices)
@@ -61,6 +63,8 @@ def test_split_is_stratified_deterministic_and_disjoint(split):
     per_class = np.bincount(digits.target, minlength=10)
     per_class_test = np.bincount(split.test.labels, minlength=10)
     assert np.all(np.abs(per_class_test - 0.25 * per_class) <= 1)          # stratified
+    _, test = train_test_split(np.arange(1797), test_size=0.25, random_state=0, stratify=digits.target)
+    assert np.array_equal(np.sort(test), split.test.indices) and split.train.labels.dtype == np.int64
     again = digits_split(seed=0)
     assert np.array_equal(again.test.indices, split.test.indices)
     assert not np.array_equal(digits_split(seed=1).test.indices, split.test.indices)

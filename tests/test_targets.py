@@ -96,7 +96,13 @@ def test_requirements_are_declared_and_the_reason_derived():
         name = "needy"
         requires = ("onnx", "mvdeploy_no_such_module")
 
-    assert Needy().unavailable_reason() == "needy target needs mvdeploy_no_such_module (not importable); run make install"
+    assert Needy().unavailable_reason() == ('needy needs: pip install "mvdeploy[needy]" '
+                                            '(mvdeploy_no_such_module is not installed)')
+
+    class Packaged(Needy):
+        extra = "toolchain"
+
+    assert 'pip install "mvdeploy[toolchain]"' in Packaged().unavailable_reason()
     with pytest.raises(TargetUnavailableError, match="mvdeploy_no_such_module"):
         Needy().validate(ExportSpec("toy", SIZE))
     assert BaseTarget().unavailable_reason() is None                        # nothing required, nothing missing

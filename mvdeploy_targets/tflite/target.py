@@ -8,7 +8,6 @@ on a probe input first (one that outputs zeros or unrelated numbers is refused w
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -19,6 +18,7 @@ from torch import nn
 
 from mobilevit_deploy.debug.capture import LiteRTCapture
 from mobilevit_deploy.errors import ArtifactError, ConversionError, TargetUnavailableError
+from mobilevit_deploy.extras import ONNX2TF
 from mobilevit_deploy.formats.tflite import TfliteFacts, precision_of, read_tflite, refuse_custom_ops, stored_tensors
 from mobilevit_deploy.parity.audit import StoredTensor
 from mobilevit_deploy.parity.report import declared_precision
@@ -72,8 +72,9 @@ class TFLiteTarget(BaseTarget):
         return litert_torch.int8_quantizer()
 
     def _validate(self, spec: ExportSpec) -> None:
-        if spec.converter == "onnx2tf" and importlib.util.find_spec("onnx2tf") is None:
-            raise TargetUnavailableError("the onnx2tf converter needs onnx2tf (not importable); run make install")
+        reason = ONNX2TF.unavailable_reason() if spec.converter == "onnx2tf" else None
+        if reason:
+            raise TargetUnavailableError(reason)
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:
