@@ -1,8 +1,8 @@
 """What each extra costs: the wheel installed into a fresh venv per extra, one after the other.
 
-For each: the files pip fetched (their size, from pip's installation report: the local package index's
-wheels), the venv's site-packages on disk, and both beyond the core's (the wheel with no extra), and the
-install time (pip's own byte-compilation off, as `make install` does). The onnx2tf extra also gets
+For each: the venv's site-packages on disk, that beyond the core's (the wheel with no extra), the number of
+distributions pip installed, and the install time (pip's own byte-compilation off, as `make install` does;
+wheels from pip's cache and the machine's package index, so the time is unpacking, not downloading). The onnx2tf extra also gets
 `pip install --no-deps onnx2tf==1.29.24`, the step its pins make necessary.
 
 Usage: python benchmarks/install_sizes.py [--extras ,onnx,tflite,coreml,executorch,ray,hf,onnx2tf,all]
@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from wheels import build_wheel, clean_env, fresh_venv  # noqa: E402
@@ -30,15 +29,9 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def fetched_bytes(report: Path) -> int | None:
-    """The size of every file pip's report says it installed from; None when one was not a local file."""
-    total = 0
-    for item in json.loads(report.read_text())["install"]:
-        url = urlparse(item["download_info"]["url"])
-        if url.scheme != "file":
-            return None
-        total += Path(unquote(url.path)).stat().st_size
-    return total
+def installed_count(report: Path) -> int:
+    """How many distributions pip's installation report says it installed."""
+    return len(json.loads(report.read_text())["install"])
 
 
 def main() -> None:
@@ -58,16 +51,15 @@ def main() -> None:
                                 ONNX2TF_PIN], check=True, capture_output=True, env=clean_env())
             seconds = time.perf_counter() - start
             (site,) = venv.glob("lib/python*/site-packages")
-            rows.append((extra or "(core)", fetched_bytes(tmp / f"{extra or 'core'}.json"), folder_bytes(site), seconds))
+            rows.append((extra or "(core)", installed_count(tmp / f"{extra or 'core'}.json"), folder_bytes(site), seconds))
             print(f"{rows[-1][0]}: {rows[-1][2] / 1e6:.0f} MB on disk, {seconds:.0f} s", flush=True)
             subprocess.run(["rm", "-rf", str(venv)], check=True)
     core_disk = rows[0][2]
-    print("\n| extra | fetched | installed | beyond the core (installed) | install time |")
+    print("\n| extra | distributions | installed | beyond the core | install time |")
     print("|---|---|---|---|---|")
-    for extra, fetched, disk, seconds in rows:
+    for extra, count, disk, seconds in rows:
         beyond = "" if extra == "(core)" else f"+{(disk - core_disk) / 1e6:,.0f} MB"
-        got = "n/a" if fetched is None else f"{fetched / 1e6:,.0f} MB"
-        print(f"| {extra} | {got} | {disk / 1e6:,.0f} MB | {beyond} | {seconds:.0f} s |")
+        print(f"| {extra} | {count} | {disk / 1e6:,.0f} MB | {beyond} | {seconds:.0f} s |")
 
 
 if __name__ == "__main__":
