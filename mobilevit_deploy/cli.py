@@ -439,14 +439,23 @@ def _command_line() -> str:
 @contextmanager
 def _report_progress():
     """One bar over a report's tasks (cells, evaluation shards, timings) as they complete; it names the
-    phase. Yields (step(text), advance(done, total))."""
+    phase, and appears at the first of them (a run refused before any work prints only its error line).
+    Yields (step(text), advance(done, total))."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
-        task = bar.add_task("preparing", total=None)
-        yield (lambda text: bar.update(task, description=text),
-               lambda done, total: bar.update(task, completed=done, total=total))
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err_console, transient=True)
+    task = bar.add_task("preparing", total=None)
+
+    def shown(**fields) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, **fields)
+    try:
+        yield (lambda text: shown(description=text), lambda done, total: shown(completed=done, total=total))
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 @app.command()

@@ -69,6 +69,9 @@ def test_a_target_without_its_extra_is_one_line_naming_it(onnx_only, tmp_path):
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert 'tflite needs: pip install "mvdeploy[tflite]"' in lines[0] and "not installed" in lines[0], lines
     assert not (tmp_path / "mvdeploy-out").exists()
+    ray = _run(onnx_only, "report", "mobilevit_xxs", "--targets", "onnx", "--workers", "2", "--out", "r", cwd=tmp_path)
+    assert ray.returncode == 1 and ray.stderr.count("\n") == 1, ray.stderr
+    assert 'Ray needs: pip install "mvdeploy[ray]" (ray is not installed)' in ray.stderr and not (tmp_path / "r").exists()
     doctor = _run(onnx_only, "doctor", cwd=tmp_path)
     assert doctor.returncode == 0, doctor.stderr
     rows = {line.split("│")[1].strip(): line for line in doctor.stdout.splitlines() if line.count("│") > 4}
