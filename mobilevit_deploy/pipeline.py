@@ -432,7 +432,8 @@ def convert_model(model: str | PreparedModel | nn.Module | None, target: str | T
     """A conversion as a user asks for it, by name, through `convert_all`: what the CLI's `convert` and
     the API's `convert` both call. `model`: a built-in name, None (the one the weights' folder describes,
     `model_for`), a PreparedModel, or your own nn.Module (give `image_size`; `name` and `preprocess` if you
-    like). `precisions`: "fp32,int8" or a list of names. `options`: the target's own (a None value is left out: the target's default); `labels_file`: class
+    like). `precisions`: "fp32,int8" or a list of names. `options`: the target's own (a None value is left
+    out: the target's default); `labels_file`: class
     names for a target that takes `labels`; `out` None: OUT_ROOT/<model>. Names, counts and the output
     folder are refused before any work. `sequence`: `convert_all`'s keyword arguments (calib_data, data,
     check, do_fuse, progress, on_step)."""

@@ -27,8 +27,7 @@ UNNORMALIZED_BY_DEFAULT = ("MobileViT",)
 class Processor:
     """What a preprocessor_config.json says, in mvdeploy's terms."""
 
-    preprocess: Preprocess             # RGB; the crop is the model's input side
-    flips_channels: bool               # MobileViT's processor feeds BGR (do_flip_channel_order, on by default)
+    preprocess: Preprocess             # RGB; the crop is the model's input side (the BGR flip: weights.flips_channels)
     description: str                   # one line for the notes
 
 
@@ -49,9 +48,9 @@ def read_processor(path: Path) -> Processor:
     path = Path(path)
     config = read_json(path)
     kind = str(config.get("image_processor_type") or config.get("feature_extractor_type") or "")
-    resize, _ = _side(config.get("size"), path, "size")
+    size = _side(config.get("size"), path, "size")
     crop = _side(config.get("crop_size"), path, "crop_size") if config.get("do_center_crop", False) else None
-    height, width = crop or _side(config.get("size"), path, "size")
+    resize, (height, width) = size[0], crop or size
     if height != width:
         raise WeightsError(f"{path} asks for {height}x{width} inputs; mvdeploy's models take square ones")
     if not config.get("do_resize", True):
@@ -67,14 +66,13 @@ def read_processor(path: Path) -> Processor:
     factor = 255.0 * scale
     if abs(factor - 1.0) > 1e-6:
         mean, std = tuple(m / factor for m in mean), tuple(s / factor for s in std)
-    flips = bool(config.get("do_flip_channel_order", kind.startswith("MobileViT")))
     preprocess = Preprocess(resize, height, mean, std, "RGB", interpolation)
     squash = "" if crop else (" (the processor resizes to a square; mvdeploy resizes the shorter side and crops: "
                               "the same on square images)")
     described = (f"input {height}x{height} and preprocessing from {path.name}: {interpolation} resize of the "
                  f"shorter side to {resize}, center crop {height}, mean {_numbers(mean)}, std {_numbers(std)}"
                  f"{squash}")
-    return Processor(preprocess, flips, described)
+    return Processor(preprocess, described)
 
 
 def _side(value, path: Path, field: str) -> tuple[int, int]:

@@ -122,8 +122,8 @@ def convert_cell(prepared, target_name: str, precision: Precision, calibration: 
                  parity, store: str | None, arm_cpus: tuple = ()) -> CellResult:
     """Convert and check one cell in a scratch folder here, through the one convert sequence with the
     report's own calibration and parity images (and on `arm_cpus`: the schedule passes none for a target
-    that does not run on ARM64); the
-    file then goes to `store` when it is given (a folder the driver reads too), else back as bytes."""
+    that does not run on ARM64); the file then goes to `store` when it is given (a folder the driver reads
+    too), else back as bytes."""
     from ..pipeline import convert_all
     from ..targets import get_target
 
