@@ -52,14 +52,17 @@ def convert(model: "str | PreparedModel | torch.nn.Module", target: str = "tflit
             image_size: int | None = None, num_classes: int | None = None, calib_data: str | Path | None = None,
             calib_samples: int | None = None, data: str | Path | None = None, layout: str = "nchw",
             converter: str | None = None, int8_io: bool = False, check: bool = True, fuse: bool = True,
-            strict: bool = True, name: str | None = None, preprocess=None, **options) -> "ConvertResult":
+            strict: bool = True, name: str | None = None, preprocess=None, keep_float=None,
+            **options) -> "ConvertResult":
     """Convert a model for a target and check parity against PyTorch.
 
     `model`: a built-in name, a PreparedModel, or your own torch.nn.Module (one [N, 3, H, W] image batch
     in, logits out; give `image_size`, and `preprocess=Preprocess(...)` if it expects mean/std). `options`: the target's own options (e.g. ios=18 for
     coreml); a name the target does not take is an OptionsError. `calib_data`: a folder or "synthetic"
     for precisions that calibrate (default: the reference checkpoint's training images); `calib_samples`:
-    how many (default: calibration.DEFAULT_SAMPLES). `data`: real images for parity. The same sequence as
+    how many (default: calibration.DEFAULT_SAMPLES). `data`: real images for parity. `keep_float`: modules
+    (qualified names, a list or "a.b,c.d") an int8 conversion leaves in float (tflite, executorch); the
+    file is checked for it and its notes and report list them. The same sequence as
     `mvdeploy convert` (`pipeline.convert_model`), so the same arguments check parity on the same images.
     With `strict` (the default) a failed parity check raises ParityError, carrying the report; the
     failed file is still written, with its report, for inspection.
@@ -72,7 +75,7 @@ def convert(model: "str | PreparedModel | torch.nn.Module", target: str = "tflit
                         layout=layout, int8_io=int8_io, converter=converter, options=options,
                         calib_samples=DEFAULT_SAMPLES if calib_samples is None else calib_samples,
                         calib_data=calib_data, data=Path(data) if data is not None else None, check=check,
-                        do_fuse=fuse)
+                        do_fuse=fuse, keep_float=keep_float)
     result = run.results[0]
     if strict and result.report is not None and not result.report.passed:
         raise ParityError(result.report)

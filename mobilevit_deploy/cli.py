@@ -168,6 +168,9 @@ def convert(
     converter: Annotated[Optional[str], typer.Option("--converter", help="tflite: litert-torch or onnx2tf; coreml: trace or export")] = None,
     layout: Annotated[Layout, _enum_option("--layout", Layout, "input layout")] = Layout.nchw,
     int8_io: Annotated[bool, typer.Option("--int8-io", help="tflite int8: integer input and output")] = False,
+    keep_float: Annotated[Optional[str], typer.Option(
+        "--keep-float", metavar="MODULE[,MODULE...]",
+        help="int8 (tflite, executorch): leave these modules in float (names as the report and debug give them)")] = None,
     ios: Annotated[Optional[int], typer.Option("--ios", help="coreml: minimum iOS (16, 17, 18) [default: 17]")] = None,
     image_input: Annotated[bool, typer.Option("--image-input", help="coreml: an image input with scale and mean/std inside")] = False,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="coreml: class labels file, makes a classifier")] = None,
@@ -185,7 +188,7 @@ def convert(
                             image_size=image_size, num_classes=num_classes, layout=layout, int8_io=int8_io,
                             converter=converter, options={"ios": ios, "image_input": image_input or None},
                             labels_file=labels, calib_data=calib_data, calib_samples=calib_samples, data=data,
-                            check=not no_check, do_fuse=not no_fuse, progress=True, on_step=step,
+                            keep_float=keep_float, check=not no_check, do_fuse=not no_fuse, progress=True, on_step=step,
                             arm_cpus=arm_cpus(arch, arm_cpu))
     _show_conversion(run)
     if run.failed:

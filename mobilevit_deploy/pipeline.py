@@ -38,6 +38,7 @@ from .parity import ParityReport, compare, parity_path, tolerance_for
 from .parity.compare import degenerate
 from .parity.audit import FOLD_ROUNDING, Audit, Folded, audit, not_read, with_folded_norms
 from .parity.report import recorded_recipe
+from .quantization.fallback import parse_modules, require_modules
 from .runners.torch import TorchRunner
 from .spec import (Artifact, Calibration, ExportSpec, Layout, Precision, Preprocess, ValidSpec, parse_choice,
                    parse_precisions)
@@ -72,10 +73,10 @@ class PreparedModel:
         return (1, 3, self.image_size, self.image_size)
 
     def spec(self, precision: Precision = Precision.fp32, *, layout: Layout = Layout.nchw, int8_io: bool = False,
-             converter: str | None = None, options=None) -> ExportSpec:
-        """What to ask a target for, for this model."""
+             converter: str | None = None, options=None, keep_float: Sequence[str] = ()) -> ExportSpec:
+        """What to ask a target for, for this model; `keep_float`: modules to leave in float."""
         return ExportSpec(self.name, self.image_size, precision, layout, int8_io, converter, options,
-                          self.preprocess, self.weights)
+                          self.preprocess, self.weights, tuple(keep_float))
 
     def class_names(self, labels_file: Path | None = None) -> list[str]:
         """--labels FILE (one per line), else the weights' own labels, else class_0..class_{K-1}."""
@@ -402,6 +403,9 @@ def convert_all(prepared: PreparedModel, target: str | Target, specs: Sequence[E
     emulated phone CPUs each file is also checked on (`check_artifact`)."""
     target = get_target(target) if isinstance(target, str) else target
     valid = [spec if spec.validated_by(target.name) else target.validate(spec) for spec in specs]
+    kept = {name for spec in valid for name in spec.keep_float}
+    if kept:
+        require_modules(fuse(prepared.model).model if do_fuse else prepared.model, sorted(kept))
     if check:
         require_arm64(target, arm_cpus)
     if calibration is None and any(target.needs_calibration(spec.precision) for spec in valid):
@@ -428,11 +432,13 @@ def convert_model(model: str | PreparedModel | nn.Module | None, target: str | T
                   weights_format: str | None = None, image_size: int | None = None, num_classes: int | None = None,
                   name: str | None = None, preprocess: Preprocess | None = None, layout: str | Layout = Layout.nchw,
                   int8_io: bool = False, converter: str | None = None, options: dict | None = None,
-                  labels_file: Path | None = None, calib_samples: int = DEFAULT_SAMPLES, **sequence) -> Conversion:
+                  labels_file: Path | None = None, calib_samples: int = DEFAULT_SAMPLES,
+                  keep_float: str | Sequence[str] | None = None, **sequence) -> Conversion:
     """A conversion as a user asks for it, by name, through `convert_all`: what the CLI's `convert` and
     the API's `convert` both call. `model`: a built-in name, None (the one the weights' folder describes,
     `model_for`), a PreparedModel, or your own nn.Module (give `image_size`; `name` and `preprocess` if you
-    like). `precisions`: "fp32,int8" or a list of names. `options`: the target's own (a None value is left
+    like). `precisions`: "fp32,int8" or a list of names. `keep_float`: modules to leave in float in a
+    quantized conversion ("a.b,c.d" or a list; the target's `float_fallback` precisions). `options`: the target's own (a None value is left
     out: the target's default); `labels_file`: class
     names for a target that takes `labels`; `out` None: OUT_ROOT/<model>. Names, counts and the output
     folder are refused before any work. `sequence`: `convert_all`'s keyword arguments (calib_data, data,
@@ -450,7 +456,8 @@ def convert_model(model: str | PreparedModel | nn.Module | None, target: str | T
     if labels_file is not None:
         given["labels"] = tuple(prepared.class_names(labels_file))
     options = target.options(**given)
-    specs = [prepared.spec(p, layout=layout, int8_io=int8_io, converter=converter, options=options) for p in chosen]
+    specs = [prepared.spec(p, layout=layout, int8_io=int8_io, converter=converter, options=options,
+                           keep_float=parse_modules(keep_float)) for p in chosen]
     return convert_all(prepared, target, specs, out_dir, calib_samples=calib_samples, **sequence)
 
 
@@ -494,7 +501,7 @@ def _convert_staged(prepared: PreparedModel, target: Target, spec: ValidSpec, ou
         seconds = time.perf_counter() - start
         if calibration is not None and calibration.synthetic and target.needs_calibration(spec.precision):
             artifact = replace(artifact, notes=(*artifact.notes, UNVALIDATED_NOTE))
-        recipe = {"converter": artifact.converter,
+        recipe = {"converter": artifact.converter, "keep_float": list(artifact.keep_float),
                    "calibration": calibration.record() if calibration is not None and target.needs_calibration(
                        spec.precision) else None}
         report = None if inputs is None else check_artifact(artifact, target, prepared, inputs, label=final,
@@ -539,6 +546,8 @@ def check_file(path: Path, model: str, weights: Path | str | None = None, num_cl
     recipe = recorded_recipe(path)
     if recipe and recipe.get("converter"):
         artifact = replace(artifact, converter=recipe["converter"])
+    if recipe and recipe.get("keep_float"):
+        artifact = replace(artifact, keep_float=tuple(recipe["keep_float"]))
     inputs = parity_inputs(prepared, data, progress=progress)
     calibration = None
     if recipe and recipe.get("calibration") and target.needs_calibration(artifact.precision):

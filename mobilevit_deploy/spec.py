@@ -168,6 +168,7 @@ class ExportSpec:
     options: Any = None                     # the target's own frozen Options dataclass; None: its defaults
     preprocess: Preprocess | None = None    # the model's preprocessing (targets that embed it or record it)
     weights: str = ""                       # where the weights came from, for metadata the file carries
+    keep_float: tuple[str, ...] = ()        # modules (qualified names) a quantizing conversion leaves in float
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -203,6 +204,7 @@ class Artifact:
     outputs: tuple[TensorSpec, ...]
     converter: str = ""
     notes: tuple[str, ...] = ()    # facts the reports must carry (e.g. "int8 calibrated on synthetic data")
+    keep_float: tuple[str, ...] = ()   # modules the conversion left in float (--keep-float), as its recipe records
     replica: Any = field(default=None, compare=False, repr=False)   # the conversion's own replica.Replica, if any
 
     @property

@@ -52,6 +52,7 @@ class Target(Protocol):
     extra: str                             # the pyproject extra that installs them: pip install "mvdeploy[extra]"
     intermediates: Callable | None         # debug's capture of this engine's intermediate tensors, or None
     layer_quantizer: Callable | None       # () -> the PT2E quantizer the int8 layer analysis uses, or None
+    float_fallback: tuple[Precision, ...]  # precisions whose conversion can leave named modules float (--keep-float)
     arm64_unsupported: str | None          # None when runner(artifact, arm_cpu=...) runs its ARM64 build; else why not
 
     def unavailable_reason(self) -> str | None:
@@ -103,6 +104,7 @@ class BaseTarget:
     extra: str = ""                             # the extra that installs them (default: the target's name)
     intermediates: Callable | None = None       # (artifact, module names, workdir) -> a debug.capture engine capture
     layer_quantizer: Callable | None = None     # () -> the PT2E quantizer of this target's int8 conversion
+    float_fallback: tuple[Precision, ...] = ()  # precisions that honour spec.keep_float (checked in the written file)
     integrity: dict[Precision, Tolerance] = {}  # the bound against the replica, per precision it reproduces
     weights_unread: str = "its weights are not read"    # why `stored_tensors` gives nothing, for the report
     keeps_epsilons: bool = False                # its files keep each norm epsilon as a scalar constant (audited)
@@ -170,6 +172,11 @@ class BaseTarget:
                 raise ConversionError(f"{self.name}: int8 model I/O is not supported; inputs and outputs are float32")
             raise ConversionError(f"int8 I/O needs int8 precision on {self.name} "
                                   f"(asked for {spec.precision.value} with int8 I/O)")
+        if spec.keep_float and spec.precision not in self.float_fallback:
+            can = (f"it can at {', '.join(p.value for p in self.float_fallback)}" if self.float_fallback
+                   else "it has no per-module quantization")
+            raise ConversionError(f"--keep-float leaves modules float in a quantized conversion; {self.name} "
+                                  f"{spec.precision.value} cannot ({can})")
         fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(ExportSpec)}
         valid = ValidSpec(**{**fields, "options": options}, validator=self.name)
         self._validate(valid)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ArtifactError
@@ -44,6 +44,8 @@ class PteFacts:
     delegates: Counter           # backend id -> delegate calls ("XnnpackBackend" -> 23)
     delegated_nodes: int         # XNNPACK nodes inside the delegate payloads
     delegated_types: frozenset[str]   # XNNPACK tensor datatypes in the payloads ("fp32", "qcint8", "qdint8")
+    delegated_constants: Counter = field(default_factory=Counter)   # (datatype, dims) of the payloads' constant
+                                                                    # tensors (weights) -> how many
 
     @property
     def kernel_calls(self) -> int:
@@ -160,13 +162,15 @@ def _facts(data: bytes) -> PteFacts:
                 kernels[operators[args.scalar(0, "i")]] += 1
             elif tag == DELEGATE_CALL:
                 calls[delegates[args.scalar(0, "i")].string(0)] += 1
-    nodes, types = 0, set()
+    nodes, types, constants = 0, set(), Counter()
     for delegate in delegates:
         if delegate.string(0) == XNNPACK:
-            payload_nodes, payload_types = _xnnpack_payload(_delegate_payload(data, buf, program, delegate))
+            payload_nodes, payload_types, payload_constants = _xnnpack_payload(
+                _delegate_payload(data, buf, program, delegate))
             nodes += payload_nodes
             types |= payload_types
-    return PteFacts(inputs, outputs, methods, kernels, calls, nodes, frozenset(types))
+            constants += payload_constants
+    return PteFacts(inputs, outputs, methods, kernels, calls, nodes, frozenset(types), constants)
 
 
 def _validate_segments(data: bytes, program: _Table) -> None:
@@ -193,14 +197,15 @@ def _delegate_payload(data: bytes, buf: bytearray, program: _Table, delegate: _T
     return data[segment_base + offset:segment_base + offset + size]
 
 
-def _xnnpack_payload(payload: bytes) -> tuple[int, set[str]]:
-    """(nodes, tensor datatypes) of an XNNPACK payload: an XH00 header, then an XNNGraph flatbuffer."""
+def _xnnpack_payload(payload: bytes) -> tuple[int, set[str], Counter]:
+    """(nodes, tensor datatypes, (datatype, dims) of constant tensors) of an XNNPACK payload: an XH00
+    header, then an XNNGraph flatbuffer."""
     if payload[4:8] == b"XH00":
         offset, size = struct.unpack_from("<II", payload, 10)
         payload = payload[offset:offset + size]
     buf = bytearray(payload)
     graph = _Table.root(buf)
-    types = set()
+    types, constants = set(), Counter()
     for value in graph.tables(2):                                      # XNNGraph.xvalues
         tag, tensor = value.union(0)                                   # XValue.xvalue_union
         if tag == 2 and tensor is not None:                            # XNNQuantizedTensorValue
@@ -208,4 +213,6 @@ def _xnnpack_payload(payload: bytes) -> tuple[int, set[str]]:
         if tensor is not None:
             code = tensor.scalar(0, "h")
             types.add(XNN_DATATYPES.get(code, f"datatype_{code}"))
-    return len(graph.tables(1)), types                                 # XNNGraph.xnodes
+            if tensor.scalar(3, "I"):                                  # XNNTensorValue.constant_buffer_idx: 0 = not
+                constants[(XNN_DATATYPES.get(code, f"datatype_{code}"), tuple(tensor.scalars(2, "I")))] += 1
+    return len(graph.tables(1)), types, constants                      # XNNGraph.xnodes

@@ -137,6 +137,36 @@ _FLOATS = {"FLOAT32": np.float32, "FLOAT16": np.float16}
 _QUANTIZED = {"INT8": (np.int8, "int8"), "INT32": (np.int32, "int32 bias"), "INT16": (np.int16, "int16")}
 
 
+@dataclass(frozen=True)
+class OpTypes:
+    """One op of subgraph 0: its name, the name of its first output, and the types of what it reads."""
+
+    op: str                       # "FULLY_CONNECTED"
+    output: str                   # its first output tensor's name (litert-torch: the module path, `debug.align`)
+    input_types: tuple[str, ...]  # "INT8", "FLOAT32", ... (optional inputs left out)
+
+
+def op_types(path: Path) -> list[OpTypes]:
+    """Every op of subgraph 0 in execution order, with the types it reads: which ops compute in int8."""
+    return read_flatbuffer(path, b"TFL3", "a TFLite flatbuffer", _op_types)
+
+
+def _op_types(data: bytes) -> list[OpTypes]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model, graph = _read_model(data)
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    builtins = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    out = []
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        name = builtins.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+        output = graph.tensors[op.outputs[0]].name if op.outputs is not None and len(op.outputs) else b""
+        read = tuple(types.get(graph.tensors[i].type, "") for i in (op.inputs if op.inputs is not None else ()) if i >= 0)
+        out.append(OpTypes(name, output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output), read))
+    return out
+
+
 def stored_tensors(path: Path) -> list[StoredTensor]:
     """Every float constant and every quantized constant of subgraph 0, dequantized, with the most a
     correct conversion may have moved each value: half a quantization step (scale / 2, per channel),

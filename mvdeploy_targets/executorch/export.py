@@ -30,6 +30,7 @@ from torch import nn
 from mobilevit_deploy.chatter import quiet_chatter, tail
 from mobilevit_deploy.errors import ConversionError, MvDeployError, first_line
 from mobilevit_deploy.quantization.calibrate import quantized_graph, source_note
+from mobilevit_deploy.quantization.fallback import outside
 from mobilevit_deploy.replica import Replica
 from mobilevit_deploy.spec import Calibration, ExportSpec, Precision
 
@@ -41,7 +42,7 @@ def convert(model: nn.Module, spec: ExportSpec, out_path: Path,
     with quiet_chatter() as chatter:
         try:
             example = (torch.zeros(spec.input_shape),)
-            exported, notes, replica = RECIPES[spec.precision](model, example, calibration)
+            exported, notes, replica = RECIPES[spec.precision](model, example, calibration, spec.keep_float)
             Path(out_path).write_bytes(lower(exported, static_int8=spec.precision is Precision.int8).buffer)
         except MvDeployError:
             raise
@@ -101,28 +102,31 @@ def xnnpack_friendly(exported: torch.export.ExportedProgram) -> torch.export.Exp
     return exported.run_decompositions({aten.matmul.default: matmul, aten.unbind.int: unbind})
 
 
-def _fp32(model, example, calibration):
+def _fp32(model, example, calibration, keep_float):
     return _export(model, example), [], None
 
 
-def int8_quantizer():
-    """The quantizer of the static int8 recipe."""
-    return _quantizer(dynamic=False)
+def int8_quantizer(keep_float: tuple[str, ...] = ()):
+    """The quantizer of the static int8 recipe, leaving the modules in `keep_float` in float."""
+    return _quantizer(dynamic=False, keep_float=keep_float)
 
 
-def _quantizer(dynamic: bool):
+def _quantizer(dynamic: bool, keep_float: tuple[str, ...] = ()):
     """XNNPACK's quantizer (symmetric, per-channel weights). Dynamic: linear layers only; dynamically
     quantized convolutions break XNNPACK's lowering (ChannelsLastTaggedReshapePass: "required rank 4
-    tensor to use channels_last format", executorch 1.5.1)."""
+    tensor to use channels_last format", executorch 1.5.1). `keep_float`: through the quantizer's own
+    node filter (`set_filter_function`; its `set_module_name(name, None)` asserts in executorch 1.5.1):
+    those modules are not annotated, and XNNPACK still runs them, in fp32."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                         get_symmetric_quantization_config)
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
-    return XNNPACKQuantizer().set_module_type(nn.Linear, config) if dynamic else XNNPACKQuantizer().set_global(config)
+    quantizer = XNNPACKQuantizer().set_module_type(nn.Linear, config) if dynamic else XNNPACKQuantizer().set_global(config)
+    return quantizer.set_filter_function(outside(keep_float)) if keep_float else quantizer
 
 
-def _int8(model, example, calibration):
-    quantized, batched, seen = quantized_graph(model, example, _quantizer(dynamic=False), calibration,
+def _int8(model, example, calibration, keep_float):
+    quantized, batched, seen = quantized_graph(model, example, int8_quantizer(keep_float), calibration,
                                                transform=xnnpack_friendly, fold=True)   # whole batches where it can
     replica = Replica("the PT2E int8 graph lowered to XNNPACK (XNNPACK quantizer), run in PyTorch", quantized,
                       batched=batched)
@@ -131,7 +135,7 @@ def _int8(model, example, calibration):
              f"{source_note(calibration, seen)}"], replica)
 
 
-def _int8_dynamic(model, example, calibration):
+def _int8_dynamic(model, example, calibration, keep_float):
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     observed = prepare_pt2e(_export(model, example).module(), _quantizer(dynamic=True))
@@ -141,7 +145,7 @@ def _int8_dynamic(model, example, calibration):
     return quantized, ["int8-dynamic: int8 per-channel weights, activations quantized at run time; float32 I/O"], None
 
 
-# precision -> recipe(model, example inputs, calibration) -> (exported program, notes, replica or None)
+# precision -> recipe(model, example inputs, calibration, modules kept float) -> (exported program, notes, replica or None)
 RECIPES: dict[Precision, Callable] = {
     Precision.fp32: _fp32,
     Precision.int8: _int8,

@@ -7,6 +7,8 @@ which ops it left to ExecuTorch's portable kernels (the artifact notes say both)
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from torch import nn
 from mobilevit_deploy.errors import ArtifactError, ConversionError
 from mobilevit_deploy.formats.pte import PteFacts, precision_of, read_pte
 from mobilevit_deploy.parity.tolerances import FP32, INT8, INT8_REPLICA
+from mobilevit_deploy.quantization.fallback import kept_note
 from mobilevit_deploy.replica import Replica, int8_graph, not_reproduced
 from mobilevit_deploy.runners.executorch import ExecuTorchRunner
 from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Layout, Precision
@@ -35,6 +38,7 @@ class ExecuTorchTarget(BaseTarget):
     converters = ("xnnpack",)            # the delegate the program is lowered to
     Options = ExecuTorchOptions
     calibrated = (Precision.int8,)
+    float_fallback = (Precision.int8,)           # the XNNPACK quantizer's per-module configuration (--keep-float)
     tolerances = {Precision.fp32: FP32, Precision.int8: INT8, Precision.int8_dynamic: INT8}
     integrity = {Precision.int8: INT8_REPLICA}
     weights_unread = "the XNNPACK delegate packs a .pte's weights in its own blob, which is not read"
@@ -52,7 +56,10 @@ class ExecuTorchTarget(BaseTarget):
         spec = self.validated(spec, calibration)
         out_path = Path(out_path)
         notes, replica = export.convert(model.eval(), spec, out_path, calibration)
-        artifact = _describe(out_path, read_pte(out_path), spec.precision, self.converters[0], notes)
+        facts = read_pte(out_path)
+        artifact = _describe(out_path, facts, spec.precision, self.converters[0], notes)
+        if spec.keep_float:
+            artifact = _kept_float(artifact, facts, model, spec.keep_float)
         return replace(artifact, replica=replica or self.replica(model, artifact, calibration))
 
     def replica(self, model: nn.Module, artifact: Artifact, calibration: Calibration | None) -> Replica:
@@ -65,7 +72,7 @@ class ExecuTorchTarget(BaseTarget):
         if calibration is None:
             return not_reproduced("the int8 recipe's calibration is unknown (no parity report of mvdeploy's "
                                   "beside the file records it)")
-        return int8_graph(model, export.int8_quantizer(), calibration, artifact.inputs[0].image_size,
+        return int8_graph(model, export.int8_quantizer(artifact.keep_float), calibration, artifact.inputs[0].image_size,
                           f"the PT2E int8 graph of the XNNPACK quantizer, calibrated again on {calibration.source} "
                           f"({calibration.samples} images), run in PyTorch", transform=export.xnnpack_friendly)
 
@@ -82,6 +89,38 @@ class ExecuTorchTarget(BaseTarget):
 
     def runner(self, artifact: Artifact, *, num_threads: int = 2, **engine_options) -> ExecuTorchRunner:
         return ExecuTorchRunner(artifact, num_threads=num_threads, **engine_options)
+
+
+def float_weights_missing(facts: PteFacts, model: nn.Module, modules: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Of `modules`, (those whose weight matrices the file's XNNPACK payloads do not store as fp32
+    constants, those with no weight matrix to look for). The payloads carry no module names, so a
+    module's weights are found by their element count among the fp32 constants of rank >= 2 (a
+    quantized file stores every conv and linear weight as int8: no fp32 matrix at all)."""
+    stored = Counter()
+    for (datatype, dims), count in facts.delegated_constants.items():
+        if datatype == "fp32" and len(dims) >= 2:
+            stored[math.prod(dims)] += count
+    missing, unchecked = [], []
+    for name in modules:
+        sizes = [p.numel() for p in model.get_submodule(name).parameters() if p.ndim >= 2]
+        if not sizes:
+            unchecked.append(name)
+        for size in sizes:
+            if stored[size] <= 0:
+                missing.append(name)
+                break
+            stored[size] -= 1
+    return missing, unchecked
+
+
+def _kept_float(artifact: Artifact, facts: PteFacts, model: nn.Module, modules: tuple[str, ...]) -> Artifact:
+    """The file checked: each kept module's weights stored in fp32; else ConversionError, no file."""
+    missing, unchecked = float_weights_missing(facts, model, modules)
+    if missing:
+        Path(artifact.path).unlink(missing_ok=True)
+        raise ConversionError(f"--keep-float: the file stores no fp32 weights of {', '.join(missing)} (still int8)")
+    note = kept_note(modules) + (f" (no weight matrix to check: {', '.join(unchecked)})" if unchecked else "")
+    return replace(artifact, keep_float=modules, notes=(*artifact.notes, note))
 
 
 def _describe(path: Path, facts: PteFacts, precision: Precision, converter: str,

@@ -30,6 +30,7 @@ from mobilevit_deploy.chatter import quiet_chatter, tail
 from mobilevit_deploy.errors import ConversionError, MvDeployError, first_line
 from mobilevit_deploy.formats.tflite import float_io, float_islands
 from mobilevit_deploy.quantization.calibrate import quantized_graph, source_note
+from mobilevit_deploy.quantization.fallback import outside
 from mobilevit_deploy.spec import Calibration, ExportSpec, Layout, Precision
 
 
@@ -43,7 +44,7 @@ def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Cal
             nhwc = spec.layout is Layout.nhwc
             module = litert_torch.to_channel_last_io(model, args=[0]).eval() if nhwc else model
             example = (torch.zeros(spec.input_shape),)
-            edge_model, notes = RECIPES[spec.precision](module, example, calibration, nhwc)
+            edge_model, notes = RECIPES[spec.precision](module, example, calibration, nhwc, spec.keep_float)
             edge_model.export(str(out_path))
         except MvDeployError:
             raise
@@ -62,19 +63,19 @@ def convert(model: nn.Module, spec: ExportSpec, out_path: Path, calibration: Cal
     return notes
 
 
-def _fp32(module, example, calibration, nhwc):
+def _fp32(module, example, calibration, nhwc, keep_float):
     import litert_torch
     return litert_torch.convert(module, example), []
 
 
-def _fp16(module, example, calibration, nhwc):
+def _fp16(module, example, calibration, nhwc, keep_float):
     import litert_torch
     from litert_torch.generative.quantize import quant_recipes
     return (litert_torch.convert(module, example, quant_config=quant_recipes.full_fp16_recipe()),
             ["fp16 weights of conv and fully-connected ops (dequantized at load); float32 compute and I/O"])
 
 
-def _int8_dynamic(module, example, calibration, nhwc):
+def _int8_dynamic(module, example, calibration, nhwc, keep_float):
     import litert_torch
     from litert_torch.generative.quantize import quant_recipes
     return (litert_torch.convert(module, example, quant_config=quant_recipes.full_dynamic_recipe()),
@@ -104,38 +105,57 @@ def _silu_as_sigmoid_mul(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def int8_quantizer():
-    """The PT2E quantizer litert-torch lowers to TFLite int8: per-channel symmetric weights."""
+def int8_quantizer(keep_float: tuple[str, ...] = ()):
+    """The PT2E quantizer litert-torch lowers to TFLite int8: per-channel symmetric weights; the modules
+    named in `keep_float` (and everything inside them) are left unannotated, so they compute in float."""
     from litert_torch.quantize import pt2e_quantizer
 
-    return pt2e_quantizer.PT2EQuantizer().set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = _keeping_float(keep_float) if keep_float else pt2e_quantizer.PT2EQuantizer()
+    return quantizer.set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
 
 
-def _static(module, example, calibration, nhwc, what: str):
+def _keeping_float(keep_float: tuple[str, ...]):
+    """litert-torch's PT2EQuantizer with modules left out. Its own per-module configuration cannot say
+    "none" (`set_module_name(name, None)` asserts), and its name filter parses nn_module_stack keys as
+    `L__self___<name, "." as "_">` while torch.export writes `L__self__<qualified name>`; so the one hook
+    every static pattern goes through takes `fallback.outside` (torchao's name filter) instead."""
+    from litert_torch.quantize import pt2e_quantizer
+
+    kept_out = outside(keep_float)
+
+    class KeepFloatQuantizer(pt2e_quantizer.PT2EQuantizer):
+        def _annotate_all_static_patterns(self, model, quantization_config, filter_fn=None):
+            def annotated(node) -> bool:
+                return kept_out(node) and (filter_fn is None or filter_fn(node))
+            return super()._annotate_all_static_patterns(model, quantization_config, annotated)
+
+    return KeepFloatQuantizer()
+
+
+def _static(module, example, calibration, nhwc, keep_float, what: str):
     """PT2E static PTQ with the quantizer litert-torch lowers to TFLite int8; -> (edge model, notes)."""
     import litert_torch
     from litert_torch.quantize import quant_config
 
-    quantizer = int8_quantizer()
+    quantizer = int8_quantizer(keep_float)
     quantized, _, seen = quantized_graph(module, example, quantizer, calibration, nhwc)
     edge_model = litert_torch.convert(quantized, example,
                                       quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
     return edge_model, [f"{what} calibrated on {source_note(calibration, seen)}"]
 
 
-def _int8_static(module, example, calibration, nhwc):
-    return _static(module, example, calibration, nhwc,
+def _int8_static(module, example, calibration, nhwc, keep_float):
+    return _static(module, example, calibration, nhwc, keep_float,
                    "recipe int8-static: PT2E static int8 (per-channel weights), as litert-torch makes it,")
 
 
-def _int8(module, example, calibration, nhwc):
-    return _static(_silu_as_sigmoid_mul(module), example, calibration, nhwc,
+def _int8(module, example, calibration, nhwc, keep_float):
+    return _static(_silu_as_sigmoid_mul(module), example, calibration, nhwc, keep_float,
                    "recipe int8 (fastest on XNNPACK): PT2E static int8 (per-channel weights), int8 SiLU, "
                    "float GELU,")
 
 
-# precision -> recipe(module, example inputs, calibration, nhwc) -> (edge model, notes)
+# precision -> recipe(module, example inputs, calibration, nhwc, modules kept float) -> (edge model, notes)
 RECIPES: dict[Precision, Callable] = {
     Precision.fp32: _fp32,
     Precision.fp16: _fp16,

@@ -16,13 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilevit_deploy.debug.align import tflite_scope
 from mobilevit_deploy.debug.capture import LiteRTCapture
 from mobilevit_deploy.errors import ArtifactError, ConversionError, TargetUnavailableError
 from mobilevit_deploy.extras import ONNX2TF
-from mobilevit_deploy.formats.tflite import TfliteFacts, precision_of, read_tflite, refuse_custom_ops, stored_tensors
+from mobilevit_deploy.formats.tflite import (TfliteFacts, op_types, precision_of, read_tflite, refuse_custom_ops,
+                                             stored_tensors)
 from mobilevit_deploy.parity.audit import StoredTensor
 from mobilevit_deploy.parity.report import declared_precision
 from mobilevit_deploy.parity.tolerances import FP16, FP16_REPLICA, FP32, INT8
+from mobilevit_deploy.quantization.fallback import kept_note
 from mobilevit_deploy.replica import Replica, fp16_weights, not_reproduced
 from mobilevit_deploy.runners.litert import LiteRTRunner
 from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Precision
@@ -31,6 +34,7 @@ from mobilevit_deploy.targets import BaseTarget
 from . import litert_torch, onnx2tf
 
 DYNAMIC_MIN_COSINE = 0.9
+INT8_TYPES = frozenset({"INT8", "UINT8", "INT16"})   # tensor types an op computing in integers reads
 # Why no int8 file on LiteRT is compared with a replica: measured, a correct file sits as far from the PT2E
 # int8 graph it was lowered from as from the float model (reference checkpoints: SQNR 30.5 / 28.2 dB against
 # the graph, 30.3 / 26.7 dB against fp32; random mobilevitv2_050: 16.0 dB, cosine 0.980). LiteRT's int8
@@ -59,6 +63,7 @@ class TFLiteTarget(BaseTarget):
     Options = TFLiteOptions
     calibrated = (Precision.int8, Precision.int8_static)
     int8_io_precisions = (Precision.int8, Precision.int8_static)
+    float_fallback = (Precision.int8, Precision.int8_static)     # litert-torch's PT2E quantizer (--keep-float)
     tolerances = {Precision.fp32: FP32, Precision.fp16: FP16, Precision.int8: INT8,
                   Precision.int8_static: INT8, Precision.int8_dynamic: INT8}
     keeps_epsilons = True          # litert-torch and onnx2tf decompose LayerNorm: its epsilon is a constant
@@ -75,6 +80,9 @@ class TFLiteTarget(BaseTarget):
         reason = ONNX2TF.unavailable_reason() if spec.converter == "onnx2tf" else None
         if reason:
             raise TargetUnavailableError(reason)
+        if spec.keep_float and spec.converter == "onnx2tf":
+            raise ConversionError("--keep-float works through litert-torch's PT2E quantizer; "
+                                  "onnx2tf quantizes the whole graph (drop --converter onnx2tf)")
 
     def convert(self, model: nn.Module, spec: ExportSpec, out_path: Path,
                 calibration: Calibration | None = None) -> Artifact:
@@ -90,6 +98,8 @@ class TFLiteTarget(BaseTarget):
             out_path.unlink(missing_ok=True)
             raise ConversionError(f"{converter} made a file LiteRT cannot run: {e}") from None
         artifact = _describe(out_path, facts, spec.precision, converter, notes)
+        if spec.keep_float:
+            artifact = _kept_float(artifact, spec.keep_float, {name for name, _ in model.named_modules() if name})
         if spec.precision is Precision.int8_dynamic:
             self._refuse_degenerate(artifact, model, converter)
         artifact = replace(artifact, notes=(*artifact.notes, delegation_note(artifact)))
@@ -151,6 +161,31 @@ def delegation_note(artifact: Artifact) -> str:
         d = runner.delegation()
     left = ", ".join(f"{name} x{count}" for name, count in sorted(d["not_delegated"].items()))
     return f"XNNPACK takes {d['delegated']} of {d['ops']} ops" + (f"; not delegated: {left}" if left else "")
+
+
+def int8_modules(path: Path, modules: tuple[str, ...], module_names: set[str]) -> dict[str, int]:
+    """Of `modules`, how many of each one's ops in the file read int8 values ({} when all compute in
+    float), and which have no op at all (-1): read from the ops' own tensor names (litert-torch writes the
+    module path, `debug.align.tflite_scope`); QUANTIZE/DEQUANTIZE at a module's edges are not its compute."""
+    seen = dict.fromkeys(modules, 0)
+    int8 = dict.fromkeys(modules, 0)
+    for op in op_types(path):
+        scope = tflite_scope(op.output, module_names)
+        for module in (m for m in modules if scope is not None and (scope == m or scope.startswith(m + "."))):
+            seen[module] += 1
+            if op.op not in ("QUANTIZE", "DEQUANTIZE") and set(op.input_types) & INT8_TYPES:
+                int8[module] += 1
+    return {m: (-1 if not seen[m] else int8[m]) for m in modules if int8[m] or not seen[m]}
+
+
+def _kept_float(artifact: Artifact, modules: tuple[str, ...], module_names: set[str]) -> Artifact:
+    """The file checked: each kept module has ops, none of them reading int8; else ConversionError, no file."""
+    wrong = int8_modules(Path(artifact.path), modules, module_names)
+    if wrong:
+        Path(artifact.path).unlink(missing_ok=True)
+        said = ", ".join(f"{m} ({'no op in the file' if n < 0 else f'{n} int8 ops'})" for m, n in wrong.items())
+        raise ConversionError(f"--keep-float: the file still quantizes {said}")
+    return replace(artifact, keep_float=modules, notes=(*artifact.notes, kept_note(modules)))
 
 
 def _describe(path: Path, facts: TfliteFacts, precision: Precision, converter: str,
