@@ -32,10 +32,21 @@ def debug_file(path: Path, model: str, weights: Path | str | None = None, num_cl
                data: Path | None = None, write_files: bool = True) -> DebugReport:
     """Compare every mappable module of the fused PyTorch model (as exported) with the artifact's
     intermediate values; write <artifact>.debug.json and .debug.html beside it."""
-    from ..pipeline import load_for_model, parity_inputs, require_fit
+    from ..pipeline import load_for_model
 
     path = Path(path)
     target, artifact, prepared = load_for_model(path, model, weights, num_classes)
+    report = debug_artifact(target, artifact, prepared, data)
+    if write_files:
+        write(report, path)
+    return report
+
+
+def debug_artifact(target, artifact, prepared, data: Path | None = None) -> DebugReport:
+    """The per-layer engine: every mappable module of `prepared`'s fused model against the artifact's
+    own intermediate values (the report's per-layer table and the accuracy budget rank layers with it)."""
+    from ..pipeline import parity_inputs, require_fit
+
     require_fit(artifact, prepared)
     inputs = parity_inputs(prepared, data, synthetic=SYNTHETIC_IMAGES, real=REAL_IMAGES)
     exported = fuse(prepared.model).model
@@ -58,16 +69,13 @@ def debug_file(path: Path, model: str, weights: Path | str | None = None, num_cl
     sqnrs = [x.sqnr_db for x in metrics]
     layers = [_record(m, kinds[m.module], x, drop, noise, tolerance.failures(x, trained=False))
               for m, x, drop, noise in zip(mapped, metrics, sqnr_drops(sqnrs), noise_added(sqnrs))]
-    report = DebugReport(
-        artifact=str(path), model=prepared.name, target=target.name, precision=artifact.precision.value,
+    return DebugReport(
+        artifact=str(artifact.path), model=prepared.name, target=target.name, precision=artifact.precision.value,
         engine=engine, reference=f"torch, {prepared.name} fused as exported, per module (forward hooks)",
         images=inputs.describe(), tolerance=tolerance, layers=layers, mapped=counts(mappings),
         unmapped=[m.module for m in mappings if m.method == UNMAPPED],
         notes=[f"{len(modules)} modules produce one float tensor per call; "
                f"{len(tensors)} artifact tensors were candidates"])
-    if write_files:
-        write(report, path)
-    return report
 
 
 def _record(mapping: Mapping, module, metrics, drop: float, noise: float, failures: list[str]) -> LayerRecord:
