@@ -17,6 +17,7 @@ from apps.bundle import BUNDLES_OUT, GOLDEN_CASES, PlatformName
 from .bench import DEFAULT_PER_ROUND, DEFAULT_ROUNDS, DEFAULT_THREADS
 from .calibration import DEFAULT_SAMPLES
 from .errors import MvDeployError
+from .quantization.budget import DEFAULT_STEPS
 from .quantization.request import (DEFAULT_MODELS, DEFAULT_OUT, DEFAULT_PRECISIONS, DEFAULT_REPEATS,
                                    DEFAULT_SHARD_SIZE, DEFAULT_TARGETS)
 from .emulation import DEFAULT_PROFILE, PROFILES, Arch, arm_cpus
@@ -171,6 +172,14 @@ def convert(
     keep_float: Annotated[Optional[str], typer.Option(
         "--keep-float", metavar="MODULE[,MODULE...]",
         help="int8 (tflite, executorch): leave these modules in float (names as the report and debug give them)")] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(
+        "--max-accuracy-drop", metavar="PT", help="int8: keep the noisiest layers float, one per step, until top-1 is "
+                                                  "within PT points of PyTorch fp32 (needs evaluation images)")] = None,
+    eval_data: Annotated[Optional[Path], typer.Option(
+        "--eval-data", help="with --max-accuracy-drop: labelled images (ImageFolder) calibration does not use "
+                            "[default: the reference checkpoint's test split]")] = None,
+    budget_steps: Annotated[int, typer.Option("--budget-steps", help="with --max-accuracy-drop: at most this many "
+                                                                     "layers kept float")] = DEFAULT_STEPS,
     ios: Annotated[Optional[int], typer.Option("--ios", help="coreml: minimum iOS (16, 17, 18) [default: 17]")] = None,
     image_input: Annotated[bool, typer.Option("--image-input", help="coreml: an image input with scale and mean/std inside")] = False,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="coreml: class labels file, makes a classifier")] = None,
@@ -182,17 +191,31 @@ def convert(
 ) -> None:
     """Convert a model for a target, check parity against PyTorch, write <model>-<precision><suffix>."""
     from .pipeline import convert_model
+    from .quantization.budget import budget_for
 
     with _steps() as step:
         run = convert_model(model, target, precision, out, weights=weights, weights_format=weights_format,
                             image_size=image_size, num_classes=num_classes, layout=layout, int8_io=int8_io,
                             converter=converter, options={"ios": ios, "image_input": image_input or None},
                             labels_file=labels, calib_data=calib_data, calib_samples=calib_samples, data=data,
-                            keep_float=keep_float, check=not no_check, do_fuse=not no_fuse, progress=True, on_step=step,
-                            arm_cpus=arm_cpus(arch, arm_cpu))
+                            keep_float=keep_float, budget=budget_for(max_accuracy_drop, eval_data, budget_steps), check=not no_check,
+                            do_fuse=not no_fuse, progress=True, on_step=step, arm_cpus=arm_cpus(arch, arm_cpu))
     _show_conversion(run)
     if run.failed:
         raise typer.Exit(1)
+
+
+def _show_budget(budget) -> None:
+    """The accuracy budget's steps and its one line."""
+    from .quantization.budget import STEP_COLUMNS, steps_table
+
+    table = Table(title=f"accuracy budget: {budget.max_drop:g} points of top-1 on {budget.images} images")
+    for col in STEP_COLUMNS:
+        table.add_column(col)
+    for row in steps_table(budget):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"{_escape(budget.line())}; latency on {_escape(budget.host)}", highlight=False, soft_wrap=True)
 
 
 def _show_conversion(run) -> None:
@@ -215,6 +238,8 @@ def _show_conversion(run) -> None:
         console.print("[yellow]weights are random[/]: parity on random weights is a weak test; pass --weights and --data")
     for result in run.results:
         _print_proof(result.report)
+    if run.budget is not None:
+        _show_budget(run.budget)
     for report in run.failed:
         err_console.print(f"  failed parity: kept for inspection as {_shown(report.artifact)}; "
                           "a file already in --out was left as it was", highlight=False, soft_wrap=True)

@@ -145,3 +145,8 @@ def at_least(value: int | None, minimum: int, flag: str) -> None:
     """Refuse a count below `minimum` (None passes: the option was not given)."""
     if value is not None and value < minimum:
         raise InvalidValueError(f"{flag} must be at least {minimum}; got {value}")
+
+
+class BudgetError(MvDeployError):
+    """An int8 conversion that cannot be brought within its accuracy budget (`--max-accuracy-drop`) in the
+    steps allowed; its one line says the best step reached. Nothing was written."""

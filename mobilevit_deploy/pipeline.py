@@ -377,6 +377,7 @@ class Conversion:
     results: list[ConvertResult]
     calibration: Calibration | None     # None when no precision calibrates
     inputs: ParityInputs | None         # None with check=False
+    budget: object = None               # the accuracy budget's steps (quantization.budget.BudgetRun), when one ran
 
     @property
     def failed(self) -> list[ParityReport]:
@@ -433,12 +434,13 @@ def convert_model(model: str | PreparedModel | nn.Module | None, target: str | T
                   name: str | None = None, preprocess: Preprocess | None = None, layout: str | Layout = Layout.nchw,
                   int8_io: bool = False, converter: str | None = None, options: dict | None = None,
                   labels_file: Path | None = None, calib_samples: int = DEFAULT_SAMPLES,
-                  keep_float: str | Sequence[str] | None = None, **sequence) -> Conversion:
+                  keep_float: str | Sequence[str] | None = None, budget=None, **sequence) -> Conversion:
     """A conversion as a user asks for it, by name, through `convert_all`: what the CLI's `convert` and
     the API's `convert` both call. `model`: a built-in name, None (the one the weights' folder describes,
     `model_for`), a PreparedModel, or your own nn.Module (give `image_size`; `name` and `preprocess` if you
     like). `precisions`: "fp32,int8" or a list of names. `keep_float`: modules to leave in float in a
-    quantized conversion ("a.b,c.d" or a list; the target's `float_fallback` precisions). `options`: the target's own (a None value is left
+    quantized conversion ("a.b,c.d" or a list; the target's `float_fallback` precisions). `budget`: a
+    `quantization.budget.AccuracyBudget`, which then runs the sequence until the file is within it. `options`: the target's own (a None value is left
     out: the target's default); `labels_file`: class
     names for a target that takes `labels`; `out` None: OUT_ROOT/<model>. Names, counts and the output
     folder are refused before any work. `sequence`: `convert_all`'s keyword arguments (calib_data, data,
@@ -458,7 +460,8 @@ def convert_model(model: str | PreparedModel | nn.Module | None, target: str | T
     options = target.options(**given)
     specs = [prepared.spec(p, layout=layout, int8_io=int8_io, converter=converter, options=options,
                            keep_float=parse_modules(keep_float)) for p in chosen]
-    return convert_all(prepared, target, specs, out_dir, calib_samples=calib_samples, **sequence)
+    run = budget.convert if budget is not None else convert_all
+    return run(prepared, target, specs, out_dir, calib_samples=calib_samples, **sequence)
 
 
 def _prepared(model: str | PreparedModel | nn.Module, weights, weights_format, image_size, num_classes, name,
