@@ -91,6 +91,23 @@ def _layer_rows(m, top: int = 10) -> list[tuple[str, ...]]:
     return [(l.module, l.op, f"{l.sqnr_db:.1f}", f"{100 * l.noise_added:.3f}%") for l in worst]
 
 
+FILE_LAYER_HEADER = ("module", "kind", "output SQNR dB", "noise added")
+
+
+def _file_layer_rows(f, top: int = 8) -> list[tuple[str, ...]]:
+    return [(l["module"], l["kind"], f"{l['sqnr_db']:.1f}", f"{100 * l['noise_added']:.3f}%") for l in f.worst(top)]
+
+
+def _file_layer_title(m, f) -> str:
+    return f"{m.model} {f.target} {f.precision}: the layers adding the most noise in the shipped file"
+
+
+def _file_layer_note(f) -> str:
+    return (f"Measured in the file ({f.engine}, {f.images} images): each module's output in the file against "
+            "PyTorch's, as `mvdeploy debug` does; noise added = noise power / signal power added since the "
+            "previous mapped module. Keep one float with `--keep-float MODULE`." if f.why is None else f"Not measured: {f.why}.")
+
+
 def to_markdown(report) -> str:
     out = ["# mvdeploy quantization report", "", f"Command: `{report.command}`", ""]
     if ran_on(report):
@@ -110,8 +127,11 @@ def to_markdown(report) -> str:
     if failures:
         out += ["## Failed", "", *failures, ""]
     for m in report.models:
+        for f in m.file_layers:
+            out += ["", f"## {_file_layer_title(m, f)}", "", _file_layer_note(f), ""]
+            out += [_markdown_table(FILE_LAYER_HEADER, _file_layer_rows(f)), ""] if f.layers else []
         if m.layers:
-            out += ["", f"## {m.model}: int8 error by layer", "",
+            out += ["", f"## {m.model}: int8 error by layer, PT2E view (not a shipped file)", "",
                     f"Logits SQNR of the int8 graph: {m.layers.logits_sqnr_db:.1f} dB over {m.layers.images} images. "
                     f"Method: {m.layers.method}.", "",
                     _markdown_table(("module", "last op", "output SQNR dB", "noise added"), _layer_rows(m)), "",
@@ -215,8 +235,12 @@ def to_html(report) -> str:
     for key, data in images.items():
         parts.append(f"<h2>{html.escape(key.replace('_', ' '))}</h2><img alt='{key}' src='data:image/png;base64,{data}'>")
     for m in report.models:
+        for f in m.file_layers:
+            parts.append(f"<h2>{html.escape(_file_layer_title(m, f))}</h2><p>{html.escape(_file_layer_note(f))}</p>")
+            parts.append(table(FILE_LAYER_HEADER, _file_layer_rows(f)) if f.layers else "")
         if m.layers:
-            parts.append(f"<h2>{html.escape(m.model)}: layers adding the most int8 noise</h2>")
+            parts.append(f"<h2>{html.escape(m.model)}: layers adding the most int8 noise, PT2E view (plain PT2E int8 "
+                         "in PyTorch, not a shipped file)</h2>")
             parts.append(table(("module", "last op", "output SQNR dB", "noise added"), _layer_rows(m)))
             parts.append("<ul>" + "".join(
                 f"<li>float fallback of <code>{html.escape(f.module)}</code>: logits {f.logits_sqnr_db:.1f} dB "

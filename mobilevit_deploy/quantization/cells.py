@@ -193,3 +193,22 @@ def analyze_layers(prepared, target_name: str, calibration: list, images: list):
     with torch_threads(QUANTIZATION_THREADS):
         return analyze(fuse(prepared.model).model, prepared.image_size, calibration, images,
                        target.layer_quantizer(), made_by=f"the {target.name} int8 conversion's quantizer")
+
+
+def analyze_file(prepared, cell: CellResult):
+    """The per-layer noise of the shipped file itself, through the engine of `mvdeploy debug`
+    (`debug.run.debug_artifact`); a target whose engine cannot expose intermediates says why."""
+    from ..debug.run import debug_artifact
+    from ..targets import get_target
+    from .report import FileLayers
+
+    target = get_target(cell.artifact.target)
+    precision = cell.artifact.precision.value
+    if target.intermediates is None:
+        return FileLayers(target.name, precision, "", 0, why=f"{target.name}'s engine does not expose a file's "
+                                                             "intermediate tensors (mvdeploy debug cannot either)")
+    with tempfile.TemporaryDirectory(prefix="mvdeploy-layers-") as scratch, torch_threads(QUANTIZATION_THREADS):
+        report = debug_artifact(target, replace(cell.artifact, path=cell.parcel.open(Path(scratch))), prepared)
+    return FileLayers(target.name, precision, report.engine, report.images["total"],
+                      [{"module": r.module, "kind": r.kind, "sqnr_db": r.metrics.sqnr_db, "noise_added": r.noise_added}
+                       for r in report.layers])

@@ -187,7 +187,8 @@ def analyze(model: nn.Module, image_size: int, calibration: list[Tensor], images
     layers = layer_errors(float_graph, quant_graph, images)
     baseline = logits_sqnr(float_graph, quant_graph, images)
     worst = [l.module for l in sorted((l for l in layers if l.quantized), key=lambda l: -l.noise_added)[:candidates]]
-    method = (f"PT2E int8 graph ({made_by}) run in PyTorch beside the float graph; SQNR of each module's "
-              "output over the evaluation images")
+    method = (f"PT2E view: the plain PT2E int8 graph ({made_by}) run in PyTorch beside the float graph, not the "
+              "recipe a file ships (the per-file tables are measured in the files); SQNR of each module's output "
+              "over the evaluation images")
     return LayerAnalysis(layers, baseline, fallback_gains(quant_graph, images, worst, float_graph, baseline),
                          len(images), len(calibration), method)

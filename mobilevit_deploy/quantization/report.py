@@ -13,6 +13,29 @@ if TYPE_CHECKING:                                   # pragma: no cover
 
 
 @dataclass
+class FileLayers:
+    """The noise each layer adds in one shipped file: the per-layer engine of `mvdeploy debug`
+    (`debug.run.debug_artifact`: the file's own intermediate tensors against PyTorch's, module by module)."""
+
+    target: str
+    precision: str
+    engine: str
+    images: int
+    layers: list[dict] = field(default_factory=list)   # network order: module, kind, sqnr_db, noise_added
+    why: str | None = None                             # why there are no layers (the engine cannot expose them)
+
+    def worst(self, top: int = 8) -> list[dict]:
+        """The layers adding the most noise power (relative to their signal), noisiest first."""
+        return sorted(self.layers, key=lambda layer: -layer["noise_added"])[:top]
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "precision": self.precision, "engine": self.engine, "images": self.images,
+                "layers": self.layers, "why": self.why,
+                "method": "the shipped file's intermediate tensors against PyTorch's (fused), module by module: "
+                          "the engine of mvdeploy debug"}
+
+
+@dataclass
 class ModelReport:
     model: str
     weights: str
@@ -25,7 +48,8 @@ class ModelReport:
     torch_accuracy: float | None
     torch_latency_ms: tuple[float, float]        # median, p90 of PyTorch eager fp32 (unfused)
     rows: list[VariantResult] = field(default_factory=list)
-    layers: LayerAnalysis | None = None
+    layers: LayerAnalysis | None = None          # the PT2E view: plain PT2E int8 in PyTorch, not a shipped recipe
+    file_layers: list[FileLayers] = field(default_factory=list)   # per quantized file: its own per-layer noise
     failures: list[str] = field(default_factory=list)   # conversions that did not produce a file
 
     def to_dict(self) -> dict:
@@ -36,6 +60,7 @@ class ModelReport:
                                "latency_ms_p90": self.torch_latency_ms[1]},
                 "rows": [r.to_dict() for r in self.rows],
                 "int8_layers": self.layers.to_dict() if self.layers else None,
+                "file_layers": [f.to_dict() for f in self.file_layers],
                 "failures": self.failures}
 
 

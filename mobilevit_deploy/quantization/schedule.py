@@ -17,11 +17,14 @@ from ..outputs import ensure_folder
 from ..pipeline import PreparedModel, artifact_name, parity_inputs
 from ..spec import Calibration, Precision
 from ..targets import get_target
-from .cells import CellResult, analyze_layers, convert_cell, evaluate_shard, reference_shard, reusable, reused_cell
+from .cells import CellResult, analyze_file, analyze_layers, convert_cell, evaluate_shard, reference_shard, reusable, reused_cell
 from .evaluate import VariantResult, accuracy, evaluate_logits, evaluation_images
 from .report import ModelReport
 from .request import DEFAULT_REPEATS, DEFAULT_SHARD_SIZE
 from .latency import time_artifact, time_reference
+
+
+UNQUANTIZED = (Precision.fp32, Precision.fp16)     # every other precision's file gets its own per-layer table
 
 
 def shards(count: int, size: int) -> list[tuple[int, int]]:
@@ -41,6 +44,7 @@ class _Cell:
     reused: bool                            # an earlier run's checked file, already in the report's folder
     result: CellResult | None = None
     error: str | None = None                # why it has no row (conversion, or evaluation of a shard)
+    layers: object = None                   # a quantized file's own per-layer noise (report.FileLayers)
     logits: dict = field(default_factory=dict)
 
 
@@ -126,6 +130,8 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
                 add(handle, _keep_cell(cell, job))
                 for i, shard in enumerate(images):
                     add(executor.submit(evaluate_shard, handle, shard, executor.threads), _keep(cell.logits, i, cell))
+                if precision not in UNQUANTIZED:
+                    add(executor.submit(analyze_file, model, handle), _keep_file_layers(cell, job))
         # the per-layer analysis: under the first int8 target that declares the quantizer it uses
         analyzer = next((t for t in targets if get_target(t).layer_quantizer is not None
                          and Precision.int8 in get_target(t).precisions), None)
@@ -189,6 +195,17 @@ def _keep_cell(cell: _Cell, job: _Job):
     return keep
 
 
+def _keep_file_layers(cell: _Cell, job: _Job):
+    from ..scale import Failed
+
+    def keep(outcome) -> None:
+        if isinstance(outcome, Failed):
+            job.report.failures.append(f"{cell.target} {cell.precision.value} per-layer noise: {outcome.error}")
+        else:
+            cell.layers = outcome
+    return keep
+
+
 def _keep_layers(job: _Job):
     from ..scale import Failed
 
@@ -234,6 +251,8 @@ def _finish(job: _Job, repeats: int, done: int, total: int, on_progress) -> int:
         figures = evaluate_logits(logits, labels, reference, report.torch_accuracy)
         size = artifact.size_bytes
         base = fp32_size.get(cell.target)
+        if cell.layers is not None:
+            report.file_layers.append(cell.layers)
         report.rows.append(VariantResult(
             p.name, cell.target, cell.precision.value, str(artifact.path), engine, size,
             size / base if base else None, latency[0], latency[1], note,
