@@ -178,3 +178,34 @@ def test_a_budget_without_evaluation_images_is_refused(run, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "pass --eval-data DIR" in lines[0], lines
     assert not out.exists()
+
+
+def test_coreml_file_check_tells_float_weights_from_compressed(model_file):
+    """Core ML compresses weights only: a kept module's weights stay plain float consts. The check on
+    the shared files: fp32 holds every weight plain, int8 holds the same module compressed."""
+    from mobilevit_deploy.formats.mlpackage import load_proto
+    from mvdeploy_targets.coreml.recipes import kept_constants
+    from mvdeploy_targets.coreml.target import compressed_modules
+
+    model = fuse(pipeline.prepare_model("swin_micro", image_size=CONVERTED_SIZE).model).model
+    kept = kept_constants(model, (MADE, NORM))
+    assert kept == {MADE: {"layers_2_downsample_reduction_weight"}, NORM: set()}     # a LayerNorm has no matrix
+    fp32 = load_proto(model_file("swin_micro", "coreml", Precision.fp32).path)
+    int8 = load_proto(model_file("swin_micro", "coreml", Precision.int8).path)
+    assert compressed_modules(fp32, kept) == [NORM] and compressed_modules(int8, kept) == [MADE, NORM]
+
+
+@pytest.mark.slow          # a Core ML int8 conversion
+def test_coreml_keep_float_is_in_the_file(tmp_path):
+    from mobilevit_deploy.formats.mlpackage import load_proto
+    from mvdeploy_targets.coreml.recipes import kept_constants
+    from mvdeploy_targets.coreml.target import compressed_modules
+
+    prepared = outlier_swin()
+    run = pipeline.convert_model(prepared, "coreml", "int8", tmp_path, keep_float=MADE)
+    (result,) = run.results
+    assert result.report.passed and result.artifact.keep_float == (MADE,)
+    kept = kept_constants(fuse(prepared.model).model, (MADE, SIBLING))
+    assert compressed_modules(load_proto(result.artifact.path), kept) == [SIBLING]   # kept plain, neighbour compressed
+    parity = json.loads(parity_path(result.artifact.path).read_text())
+    assert parity["recipe"]["keep_float"] == [MADE] and any(MADE in n for n in parity["notes"])

@@ -6,8 +6,11 @@ Tensors under `weight_threshold` elements stay float.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
+
+import torch
 
 from mobilevit_deploy.errors import ConversionError
 from mobilevit_deploy.formats.mlpackage import iter_ops
@@ -42,6 +45,24 @@ def weight_constants(proto) -> list[str]:
     return sorted(set(names))
 
 
+def module_constant(name: str) -> str:
+    """A weight constant's name without the converter's op prefix and fp16 cast suffix:
+    `op_0_stages_4_1_conv_proj_conv_weight_to_fp16` -> `stages_4_1_conv_proj_conv_weight` (the module path
+    with "." as "_", then the parameter)."""
+    return re.sub(r"_to_fp16$", "", re.sub(r"^op_\d+_", "", name))
+
+
+def kept_constants(model, modules: tuple[str, ...]) -> dict[str, set[str]]:
+    """module -> the (prefix-less) names its weight constants take in a converted program: every
+    submodule's `weight` parameter, `<path with "_">_weight`."""
+    out = {}
+    for module in modules:
+        out[module] = {f"{(f'{module}.{sub}' if sub else module).replace('.', '_')}_weight"
+                       for sub, child in model.get_submodule(module).named_modules()
+                       if isinstance(getattr(child, "weight", None), torch.Tensor) and child.weight.ndim >= 2}
+    return out
+
+
 def compressed_note(mlmodel, weights: int, spec: ExportSpec, options: CoreMLOptions) -> str:
     """A note saying how many weights were compressed; an error when none was (no silent fp16)."""
     compressed = sum(op.type.startswith("constexpr_") for op in iter_ops(mlmodel.get_spec()))
@@ -54,8 +75,9 @@ def compressed_note(mlmodel, weights: int, spec: ExportSpec, options: CoreMLOpti
             f"tensors of <= {options.weight_threshold} elements stay float")
 
 
-def _weights_only(mlmodel, op_config):
-    """An OptimizationConfig naming exactly the weight constants of conv and linear ops.
+def _weights_only(mlmodel, op_config, keep: frozenset = frozenset()):
+    """An OptimizationConfig naming exactly the weight constants of conv and linear ops, but those in
+    `keep` (prefix-less names, `kept_constants`): the modules `--keep-float` leaves float.
 
     Why by name: a global config also compresses derived constants (Swin's relative-position
     bias); a per-op-type config trips over coremltools' constant deduplication (a zero bias shared
@@ -63,7 +85,8 @@ def _weights_only(mlmodel, op_config):
     """
     import coremltools.optimize.coreml as cto
 
-    return cto.OptimizationConfig(op_name_configs={name: op_config for name in weight_constants(mlmodel.get_spec())})
+    return cto.OptimizationConfig(op_name_configs={name: op_config for name in weight_constants(mlmodel.get_spec())
+                                                   if module_constant(name) not in keep})
 
 
 def int8_weights(mlmodel, options: CoreMLOptions, context):
@@ -71,7 +94,7 @@ def int8_weights(mlmodel, options: CoreMLOptions, context):
 
     config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
                                          weight_threshold=options.weight_threshold)
-    return cto.linear_quantize_weights(mlmodel, _weights_only(mlmodel, config))
+    return cto.linear_quantize_weights(mlmodel, _weights_only(mlmodel, config, context.get("keep", frozenset())))
 
 
 def int4_weights(mlmodel, options: CoreMLOptions, context):
@@ -79,7 +102,7 @@ def int4_weights(mlmodel, options: CoreMLOptions, context):
 
     config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block",
                                          block_size=options.block_size, weight_threshold=options.weight_threshold)
-    return cto.linear_quantize_weights(mlmodel, _weights_only(mlmodel, config))
+    return cto.linear_quantize_weights(mlmodel, _weights_only(mlmodel, config, context.get("keep", frozenset())))
 
 
 def palettize(nbits: int):
@@ -88,7 +111,7 @@ def palettize(nbits: int):
 
         config = cto.OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor",
                                         weight_threshold=options.weight_threshold)
-        return cto.palettize_weights(mlmodel, _weights_only(mlmodel, config))
+        return cto.palettize_weights(mlmodel, _weights_only(mlmodel, config, context.get("keep", frozenset())))
     return compress
 
 

@@ -16,6 +16,7 @@ from mobilevit_deploy.formats.mlpackage import (CONVERTER_KEY, describe_inputs, 
 from mobilevit_deploy.mil.weights import stored_tensors
 from mobilevit_deploy.parity.audit import StoredTensor
 from mobilevit_deploy.parity.tolerances import FP16, FP32, INT8, WEIGHTS_8BIT, WEIGHTS_LOWBIT
+from mobilevit_deploy.quantization.fallback import kept_note
 from mobilevit_deploy.runners.coreml import CoreMLRunner
 from mobilevit_deploy.spec import Artifact, Calibration, ExportSpec, Layout, Precision, Preprocess, ValidSpec
 from mobilevit_deploy.targets import BaseTarget
@@ -23,7 +24,7 @@ from mobilevit_deploy.targets import BaseTarget
 from .frontends import FRONTENDS, LOGITS, to_mlmodel
 from .metadata import describe
 from .options import CoreMLOptions
-from .recipes import RECIPES, compressed_note, weight_constants
+from .recipes import RECIPES, compressed_note, kept_constants, module_constant, weight_constants
 from .wrappers import deployable
 
 
@@ -34,6 +35,7 @@ class CoreMLTarget(BaseTarget):
     converters = tuple(FRONTENDS)
     Options = CoreMLOptions
     calibrated = (Precision.w8a8,)
+    float_fallback = (Precision.int8, Precision.palettize6, Precision.palettize4, Precision.int4)   # op-name configs
     tolerances = {Precision.fp32: FP32, Precision.fp16: FP16, Precision.int8: WEIGHTS_8BIT,
                   Precision.palettize6: WEIGHTS_8BIT, Precision.palettize4: WEIGHTS_LOWBIT,
                   Precision.int4: WEIGHTS_LOWBIT, Precision.w8a8: INT8}
@@ -77,9 +79,12 @@ class CoreMLTarget(BaseTarget):
             compression_notes = []
             if recipe.compress is not None:
                 weights = len(weight_constants(mlmodel.get_spec()))
-                context = {"calibration": calibration, "feed": _feed_for(options, spec.image_size)}
+                kept = kept_constants(model, spec.keep_float)
+                context = {"calibration": calibration, "feed": _feed_for(options, spec.image_size),
+                           "keep": frozenset().union(*kept.values())}
                 mlmodel = recipe.compress(mlmodel, options, context)
                 compression_notes = [compressed_note(mlmodel, weights, spec, options)]
+                compression_notes += [_kept_float(mlmodel, kept)] if kept else []
         except MvDeployError:
             raise
         except Exception as e:
@@ -94,7 +99,7 @@ class CoreMLTarget(BaseTarget):
         notes += _calibration_notes(spec, calibration)
         notes += ["image input: RGB pixels 0..255, scaled by 1/255 and normalized inside the model"] if options.image_input else []
         notes += [f"classifier with {len(options.labels)} labels; '{LOGITS}' output kept for parity"] if options.labels else []
-        return self._artifact(out_path, spec.precision, converter, tuple(notes))
+        return replace(self._artifact(out_path, spec.precision, converter, tuple(notes)), keep_float=spec.keep_float)
 
     def load(self, path: Path, precision: Precision | None = None) -> Artifact:
         proto = load_proto(Path(path))
@@ -145,3 +150,18 @@ def _calibration_notes(spec: ExportSpec, calibration: Calibration | None) -> lis
 
 
 TARGET = CoreMLTarget()
+
+
+def compressed_modules(proto, kept: dict[str, set[str]]) -> list[str]:
+    """Of the kept modules, those with a weight the program does not hold as a plain float const (a
+    compressed weight is made by a constexpr_ op instead), or with no weight constant at all."""
+    plain = {module_constant(name) for name in weight_constants(proto)}
+    return [module for module, names in kept.items() if not names or not names <= plain]
+
+
+def _kept_float(mlmodel, kept: dict[str, set[str]]) -> str:
+    """The program checked: each kept module's weights stay float consts; else ConversionError."""
+    wrong = compressed_modules(mlmodel.get_spec(), kept)
+    if wrong:
+        raise ConversionError(f"--keep-float: the program still compresses (or has no weight of) {', '.join(wrong)}")
+    return kept_note(tuple(kept))
