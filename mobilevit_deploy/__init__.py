@@ -53,6 +53,7 @@ def convert(model: "str | PreparedModel | torch.nn.Module", target: str = "tflit
             calib_samples: int | None = None, data: str | Path | None = None, layout: str = "nchw",
             converter: str | None = None, int8_io: bool = False, check: bool = True, fuse: bool = True,
             strict: bool = True, name: str | None = None, preprocess=None, keep_float=None,
+            max_accuracy_drop: float | None = None, eval_data: str | Path | None = None,
             **options) -> "ConvertResult":
     """Convert a model for a target and check parity against PyTorch.
 
@@ -61,21 +62,25 @@ def convert(model: "str | PreparedModel | torch.nn.Module", target: str = "tflit
     coreml); a name the target does not take is an OptionsError. `calib_data`: a folder or "synthetic"
     for precisions that calibrate (default: the reference checkpoint's training images); `calib_samples`:
     how many (default: calibration.DEFAULT_SAMPLES). `data`: real images for parity. `keep_float`: modules
-    (qualified names, a list or "a.b,c.d") an int8 conversion leaves in float (tflite, executorch); the
-    file is checked for it and its notes and report list them. The same sequence as
+    (qualified names, a list or "a.b,c.d") a quantized conversion leaves in float (tflite and executorch
+    int8, coreml's compressed precisions); the file is checked for it and its notes and report list them.
+    `max_accuracy_drop`: points of top-1 an int8 file may lose against PyTorch fp32 on `eval_data`
+    (default: the reference checkpoint's test split); the noisiest layers are kept float one by one until
+    it holds (a budget that cannot be met raises BudgetError and writes nothing). The same sequence as
     `mvdeploy convert` (`pipeline.convert_model`), so the same arguments check parity on the same images.
     With `strict` (the default) a failed parity check raises ParityError, carrying the report; the
     failed file is still written, with its report, for inspection.
     """
     from .calibration import DEFAULT_SAMPLES
     from .pipeline import convert_model
+    from .quantization.budget import budget_for
 
     run = convert_model(model, target, [precision], out, weights=weights, weights_format=weights_format,
                         image_size=image_size, num_classes=num_classes, name=name, preprocess=preprocess,
                         layout=layout, int8_io=int8_io, converter=converter, options=options,
                         calib_samples=DEFAULT_SAMPLES if calib_samples is None else calib_samples,
                         calib_data=calib_data, data=Path(data) if data is not None else None, check=check,
-                        do_fuse=fuse, keep_float=keep_float)
+                        do_fuse=fuse, keep_float=keep_float, budget=budget_for(max_accuracy_drop, eval_data))
     result = run.results[0]
     if strict and result.report is not None and not result.report.passed:
         raise ParityError(result.report)

@@ -171,7 +171,8 @@ def convert(
     int8_io: Annotated[bool, typer.Option("--int8-io", help="tflite int8: integer input and output")] = False,
     keep_float: Annotated[Optional[str], typer.Option(
         "--keep-float", metavar="MODULE[,MODULE...]",
-        help="int8 (tflite, executorch): leave these modules in float (names as the report and debug give them)")] = None,
+        help="tflite/executorch int8, coreml compressed: leave these modules in float "
+             "(names as the report and debug give them)")] = None,
     max_accuracy_drop: Annotated[Optional[float], typer.Option(
         "--max-accuracy-drop", metavar="PT", help="int8: keep the noisiest layers float, one per step, until top-1 is "
                                                   "within PT points of PyTorch fp32 (needs evaluation images)")] = None,
@@ -198,8 +199,9 @@ def convert(
                             image_size=image_size, num_classes=num_classes, layout=layout, int8_io=int8_io,
                             converter=converter, options={"ios": ios, "image_input": image_input or None},
                             labels_file=labels, calib_data=calib_data, calib_samples=calib_samples, data=data,
-                            keep_float=keep_float, budget=budget_for(max_accuracy_drop, eval_data, budget_steps), check=not no_check,
-                            do_fuse=not no_fuse, progress=True, on_step=step, arm_cpus=arm_cpus(arch, arm_cpu))
+                            keep_float=keep_float, budget=budget_for(max_accuracy_drop, eval_data, budget_steps),
+                            check=not no_check, do_fuse=not no_fuse, progress=True, on_step=step,
+                            arm_cpus=arm_cpus(arch, arm_cpu))
     _show_conversion(run)
     if run.failed:
         raise typer.Exit(1)

@@ -440,8 +440,8 @@ def convert_model(model: str | PreparedModel | nn.Module | None, target: str | T
     `model_for`), a PreparedModel, or your own nn.Module (give `image_size`; `name` and `preprocess` if you
     like). `precisions`: "fp32,int8" or a list of names. `keep_float`: modules to leave in float in a
     quantized conversion ("a.b,c.d" or a list; the target's `float_fallback` precisions). `budget`: a
-    `quantization.budget.AccuracyBudget`, which then runs the sequence until the file is within it. `options`: the target's own (a None value is left
-    out: the target's default); `labels_file`: class
+    `quantization.budget.AccuracyBudget`, which then runs the sequence until the file is within it.
+    `options`: the target's own (a None value is left out: the target's default); `labels_file`: class
     names for a target that takes `labels`; `out` None: OUT_ROOT/<model>. Names, counts and the output
     folder are refused before any work. `sequence`: `convert_all`'s keyword arguments (calib_data, data,
     check, do_fuse, progress, on_step)."""
