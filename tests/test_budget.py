@@ -209,3 +209,19 @@ def test_coreml_keep_float_is_in_the_file(tmp_path):
     assert compressed_modules(load_proto(result.artifact.path), kept) == [SIBLING]   # kept plain, neighbour compressed
     parity = json.loads(parity_path(result.artifact.path).read_text())
     assert parity["recipe"]["keep_float"] == [MADE] and any(MADE in n for n in parity["notes"])
+
+
+@pytest.mark.parametrize("target, precisions, weights, budget, needle", [
+    ("executorch", "int8", None, AccuracyBudget(1), "executorch's engine does not expose"),
+    ("tflite", "fp16", None, AccuracyBudget(1), "tflite keeps layers float at: int8, int8-static (asked for fp16)"),
+    ("tflite", "int8", None, AccuracyBudget(-1), "--max-accuracy-drop is in points of top-1 (0 to 100); got -1"),
+    ("tflite", "int8", "random", AccuracyBudget(1), "it needs trained weights"),
+], ids=["no-intermediates", "float-precision", "negative", "random-weights"])
+def test_a_budget_is_refused_before_any_work(tmp_path, target, precisions, weights, budget, needle):
+    if get_target(target).unavailable_reason():
+        pytest.skip(get_target(target).unavailable_reason())
+    with pytest.raises((InvalidValueError, ConversionError)) as info:
+        pipeline.convert_model("mobilevit_xxs", target, precisions, tmp_path / "out", weights=weights,
+                               image_size=CONVERTED_SIZE, budget=budget)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()

@@ -133,6 +133,10 @@ class AccuracyBudget:
             can = ", ".join(p.value for p in target.float_fallback) or "none"
             raise ConversionError(f"--max-accuracy-drop steers one int8 conversion; {target.name} keeps layers "
                                   f"float at: {can} (asked for {', '.join(s.precision.value for s in specs)})")
+        if target.intermediates is None:
+            raise ConversionError(f"--max-accuracy-drop ranks layers by the file's own per-layer noise, and "
+                                  f"{target.name}'s engine does not expose a file's intermediate tensors: use "
+                                  "--keep-float MODULE (the report's per-layer table of another target can guide it)")
         if not prepared.trained:
             raise InvalidValueError("--max-accuracy-drop measures accuracy: it needs trained weights (--weights FILE)")
         if self.eval_data is None and prepared.reference is None:
