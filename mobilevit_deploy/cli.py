@@ -217,7 +217,8 @@ def _show_budget(budget) -> None:
     for row in steps_table(budget):
         table.add_row(*row)
     console.print(table)
-    console.print(f"{_escape(budget.line())}; latency on {_escape(budget.host)}", highlight=False, soft_wrap=True)
+    console.print(f"{_escape(budget.line())}; latency on {_escape(budget.host)}; {_escape(budget.timing)}",
+                  highlight=False, soft_wrap=True)
 
 
 def _show_conversion(run) -> None:

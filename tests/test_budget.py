@@ -75,7 +75,7 @@ def test_the_budget_keeps_the_layer_that_was_made_float(budget_run):
     assert len(budget.steps) == 2 and last.keep_float == [MADE]    # kept float first, and enough
     assert last.drop <= 0.5 and budget.met
     assert all(s.size_bytes > 1e6 for s in budget.steps) and last.size_bytes > first.size_bytes   # fp32 weights
-    assert first.latency_ratio == 1.0 and last.latency_ratio > 0
+    assert first.latency_ratio == 1.0 and last.latency_ratio > 0 and budget.timing.startswith("control:")
     names = sorted(p.name for p in out.iterdir())                 # only the chosen step, nothing staged
     assert names == ["swin_micro-int8.tflite", *(f"swin_micro-int8.tflite{s}"
                                                  for s in (".budget.html", ".budget.json", ".parity.json"))]

@@ -7,8 +7,9 @@ layer in float and convert again.
 fallback can take (a conv or linear the quantizer annotates). Every step converts through the one
 convert sequence (`pipeline.convert_all`) into a staging folder inside the output folder; only a step
 within budget is moved into place, with its parity report and <artifact>.budget.json / .budget.html (the
-steps: accuracy, latency against the first step, size, kept layers, and a plot). A budget that cannot
-be met is one `BudgetError` line naming the best step, and nothing is written.
+steps: accuracy, latency against the first step (`bench`: every step's file in one interleaved run), size,
+kept layers, and a plot). A budget that cannot be met is one `BudgetError` line naming the best step, and
+nothing is written.
 """
 from __future__ import annotations
 
@@ -23,10 +24,8 @@ from ..errors import BudgetError, ConversionError, DataError, InvalidValueError
 from ..outputs import ensure_folder, move_into_place, staging, write_text_atomic
 from ..parity import parity_path
 from ..spec import ExportSpec
-from .latency import time_runner
 
 DEFAULT_STEPS = 4            # layers kept float beyond the ones asked for, at most
-LATENCY_REPEATS = 30         # single-image inferences timed per step
 FALLBACK_KINDS = ("Conv2d", "Linear")   # the layers a float fallback takes: those whose weights int8 quantizes
 RANKED = 5                   # each step records the file's noisiest layers, this many
 
@@ -36,10 +35,11 @@ class BudgetStep:
     keep_float: list[str]         # the modules this step's file computes in float
     accuracy: float               # top-1 of the file on the evaluation images
     drop: float                   # PyTorch fp32 top-1 minus the file's, in points
-    latency_ms: float | None      # median single-image latency on this host (None: its engine's timings say nothing)
-    latency_ratio: float | None   # latency / the first step's
-    size_bytes: int
-    noisiest: list[dict]          # the file's own ranking: [{"module", "kind", "noise_added"}], RANKED of them
+    latency_ms: float | None = None     # median single-image latency here (`bench`: every step's file timed
+                                        # in one interleaved run at the end; None: its engine's timings say nothing)
+    latency_ratio: float | None = None  # latency / the first step's
+    size_bytes: int = 0
+    noisiest: list[dict] = field(default_factory=list)   # the file's ranking: [{"module", "kind", "noise_added"}]
 
 
 @dataclass
@@ -50,6 +50,7 @@ class BudgetRun:
     source: str                   # where the evaluation images came from
     host: str                     # the CPU the latencies were timed on
     steps: list[BudgetStep] = field(default_factory=list)
+    timing: str = ""              # bench's control line: whether the machine was disturbed while timing
 
     @property
     def met(self) -> bool:
@@ -62,7 +63,7 @@ class BudgetRun:
         """One line: the budget met (and how), or why not and the best step reached."""
         if self.met:
             last = self.steps[-1]
-            return (f"accuracy budget met: top-1 {100 * last.accuracy:.2f}% ({last.drop:+.2f} points below fp32 "
+            return (f"accuracy budget met: top-1 {100 * last.accuracy:.2f}% ({last.drop:.2f} points below fp32 "
                     f"{100 * self.reference_accuracy:.2f}%, budget {self.max_drop:g}) keeping in float: "
                     f"{', '.join(last.keep_float) or 'nothing'}")
         best = self.best()
@@ -72,7 +73,7 @@ class BudgetRun:
 
     def to_dict(self) -> dict:
         return {"max_drop": self.max_drop, "reference_accuracy": self.reference_accuracy, "images": self.images,
-                "source": self.source, "host": self.host, "met": self.met, "line": self.line(),
+                "source": self.source, "host": self.host, "timing": self.timing, "met": self.met, "line": self.line(),
                 "steps": [asdict(s) for s in self.steps]}
 
 
@@ -104,10 +105,11 @@ class AccuracyBudget:
         created = ensure_folder(out_dir)
         try:
             with staging(out_dir) as tmp:
-                result = None
+                files = []
                 for step in range(self.steps + 1):
                     result = convert_all(prepared, target, [spec], Path(tmp) / f"step{step}", calibration=calibration,
                                          inputs=inputs, **sequence).results[0]
+                    files.append(Path(result.artifact.path))
                     run.steps.append(_measure(target, prepared, result.artifact, evaluation, run, sequence.get("data")))
                     if run.met:
                         break
@@ -115,6 +117,7 @@ class AccuracyBudget:
                     if nxt is None or step == self.steps:
                         raise BudgetError(run.line())
                     spec = target.validate(_keeping(spec, nxt))
+                _time_steps(run, files)
                 result = _into_place(result, run, out_dir)
         except BaseException:
             if created and not any(out_dir.iterdir()):
@@ -181,20 +184,28 @@ def _host() -> str:
 
 
 def _measure(target, prepared, artifact, evaluation, run: BudgetRun, data) -> BudgetStep:
-    """One step's file: top-1, latency (against the first step's), size, and its own noise ranking."""
+    """One step's file: top-1, size, and its own noise ranking (latency: `_time_steps`, at the end)."""
     from ..debug.run import debug_artifact
     from .evaluate import accuracy
 
-    images = evaluation.images.numpy()
     with target.runner(artifact) as runner:
-        top1 = float(accuracy(runner.infer(images), evaluation.labels.numpy()))
-        latency = None if runner.latency_unmeasurable else time_runner(runner, images[:1], LATENCY_REPEATS)[0]
-    first = run.steps[0].latency_ms if run.steps else latency
+        top1 = float(accuracy(runner.infer(evaluation.images.numpy()), evaluation.labels.numpy()))
     ranking = debug_artifact(target, artifact, prepared, data).ranking(top=10 ** 6)
-    return BudgetStep(list(artifact.keep_float), top1, 100 * (run.reference_accuracy - top1), latency,
-                      None if latency is None or not first else latency / first, artifact.size_bytes,
-                      [{"module": r.module, "kind": r.kind, "noise_added": r.noise_added}
-                       for r in ranking if r.kind in FALLBACK_KINDS and r.module not in artifact.keep_float])
+    return BudgetStep(list(artifact.keep_float), top1, 100 * (run.reference_accuracy - top1),
+                      size_bytes=artifact.size_bytes,
+                      noisiest=[{"module": r.module, "kind": r.kind, "noise_added": r.noise_added}
+                                for r in ranking if r.kind in FALLBACK_KINDS and r.module not in artifact.keep_float])
+
+
+def _time_steps(run: BudgetRun, files: list[Path]) -> None:
+    """Every step's file timed against the first in one interleaved run (`bench`: engines warmed up,
+    round-robin, with its control saying whether the machine was disturbed meanwhile)."""
+    from ..bench import bench
+
+    timed = bench(files)
+    for step, row in zip(run.steps, timed.rows):
+        step.latency_ms, step.latency_ratio = row.median_ms, row.ratio
+    run.timing = timed.control.describe() if timed.control is not None else "no latency on this engine"
 
 
 def _next_layer(step: BudgetStep, asked: Sequence[str]) -> str | None:
@@ -268,7 +279,8 @@ def to_html(run: BudgetRun, name: str) -> str:
         "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse;"
         "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>",
         f"<h1>{e(name)}: accuracy budget</h1><p><b>{e(run.line())}</b></p>",
-        f"<p>{run.images} evaluation images ({e(run.source)}); latency on {e(run.host)}, against the first step</p>",
+        f"<p>{run.images} evaluation images ({e(run.source)}); latency on {e(run.host)}, against the first step; "
+        f"{e(run.timing)}</p>",
         f"<table><tr>{head}</tr>{rows}</table>",
         f"<img alt='accuracy against latency per step' src='data:image/png;base64,{plot}'>" if plot else "",
         "</body></html>"])
