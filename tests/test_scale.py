@@ -145,10 +145,10 @@ def test_a_failed_evaluation_shard_fails_its_cell_only(tmp_path, monkeypatch):
 
     real = report_module.evaluate_shard
 
-    def flaky(cell, images, threads):
-        if len(images) < 20:
+    def flaky(cell, shard, preprocess, threads):
+        if len(shard) < 20:
             raise RuntimeError("engine fell over")
-        return real(cell, images, threads)
+        return real(cell, shard, preprocess, threads)
 
     monkeypatch.setattr(report_module, "evaluate_shard", flaky)
     progress = []
