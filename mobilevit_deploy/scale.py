@@ -246,15 +246,18 @@ class RayExecutor:
         return handle
 
     def completed(self, handles: list) -> Iterator[tuple[Any, Any]]:
+        """As they complete. Holds each handle until it is yielded, no longer: a result the caller lets go of
+        leaves Ray's store."""
         import ray
 
-        pending = list(handles)
+        pending, handles = list(handles), None
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             outcome = self._outcome(ready[0])
             if ready[0] in self._tasks:
+                self._tasks.discard(ready[0])
                 self.tally.count(outcome)
-            yield ready[0], outcome
+            yield ready.pop(), outcome
 
     def _outcome(self, handle) -> Any:
         import ray

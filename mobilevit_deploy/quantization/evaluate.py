@@ -71,7 +71,7 @@ def evaluation_set(prepared, eval_data: Path | None, limit: int | None) -> Evalu
     """--eval-data (a folder or a listing file; listed, not read), or the reference checkpoint's own test
     split; `limit` images of it, sampled deterministically (`data.sample_positions`)."""
     if eval_data is not None:
-        files, _ = list_images(Path(eval_data))
+        files, _ = list_images(Path(eval_data).absolute())      # absolute: tasks run in other working folders
         return EvaluationSet(str(eval_data), FileShard(tuple(sample_files(files, limit))))
     if prepared.reference is not None:
         return EvaluationSet(*prepared.reference.shard("test", limit))

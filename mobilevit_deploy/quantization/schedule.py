@@ -88,7 +88,7 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
     preprocesses its own, so this process holds the shard definitions and the returned logits, never the
     pixels. `on_images(done, total)`: images evaluated so far, over the reference and every file; the
     executor's `tally` gets the count and the seconds the tasks took."""
-    from ..scale import InProcessExecutor
+    from ..scale import Failed, InProcessExecutor
 
     shards(0, shard_size)                                  # refuse a bad size before any work
     executor = executor or InProcessExecutor()
@@ -144,15 +144,18 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
     kept = {handle: (keep, images) for handle, keep, images in tasks}
     total = len(tasks) + sum(1 + len(job.cells) for job in jobs)        # + one timing per variant
     images_total, images_done, started = sum(images for *_, images in tasks), 0, time.perf_counter()
+    outcomes = executor.completed([h for h, *_ in tasks])
+    tasks.clear()                          # each outcome is let go once kept: Ray can free it from its store
     on_step("converting and evaluating")
-    for done, (handle, outcome) in enumerate(executor.completed([h for h, *_ in tasks]), 1):
-        keep, images = kept[handle]
+    for done, (handle, outcome) in enumerate(outcomes, 1):
+        keep, images = kept.pop(handle)
         keep(outcome)
         on_progress(done, total)
         if images:
             images_done += images
             on_images(images_done, images_total)
-    executor.tally.images, executor.tally.seconds = images_done, time.perf_counter() - started
+            executor.tally.images += 0 if isinstance(outcome, Failed) else images
+    executor.tally.seconds += time.perf_counter() - started
     done = len(tasks)
     for job in jobs:
         on_step(f"{job.prepared.name}: timing, one variant after the other")
@@ -174,7 +177,8 @@ def _new_job(prepared: PreparedModel, out_dir: Path, targets, precisions, eval_d
 
 
 def _keep(into: dict, index: int, owner, what: str = ""):
-    """Store a shard's logits at its index; a failed shard marks its owner (a cell or the reference)."""
+    """Store a shard's logits at its index (copied: Ray hands back views of its shared store, which would
+    stay pinned); a failed shard marks its owner (a cell or the reference)."""
     from ..scale import Failed
 
     def keep(outcome) -> None:
@@ -184,7 +188,7 @@ def _keep(into: dict, index: int, owner, what: str = ""):
             elif owner.error is None:                # a failed conversion already says why
                 owner.error = f"evaluation failed (shard {index + 1}): {outcome.error}"
             return
-        into[index] = outcome
+        into[index] = ShardLogits(np.array(outcome.logits), np.array(outcome.labels), outcome.unreadable)  # owned
     return keep
 
 
