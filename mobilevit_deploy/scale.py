@@ -42,7 +42,8 @@ class Tally:
     tasks: int = 0
     failed: int = 0
     retried: int = 0
-    images: int = 0          # images the evaluation tasks went through (each image once per variant and reference)
+    images: int = 0          # listed images the evaluation tasks that succeeded went through (unreadable ones too),
+                             # once per file and once for the reference
     seconds: float = 0.0     # wall time from the first task handed out to the last one back
 
     def count(self, outcome: Any) -> None:

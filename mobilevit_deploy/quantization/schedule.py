@@ -142,7 +142,8 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
             add(job.layers, _keep_layers(job))
 
     kept = {handle: (keep, images) for handle, keep, images in tasks}
-    total = len(tasks) + sum(1 + len(job.cells) for job in jobs)        # + one timing per variant
+    submitted = len(tasks)
+    total = submitted + sum(1 + len(job.cells) for job in jobs)         # + one timing per variant
     images_total, images_done, started = sum(images for *_, images in tasks), 0, time.perf_counter()
     outcomes = executor.completed([h for h, *_ in tasks])
     tasks.clear()                          # each outcome is let go once kept: Ray can free it from its store
@@ -156,7 +157,7 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
             on_images(images_done, images_total)
             executor.tally.images += 0 if isinstance(outcome, Failed) else images
     executor.tally.seconds += time.perf_counter() - started
-    done = len(tasks)
+    done = submitted
     for job in jobs:
         on_step(f"{job.prepared.name}: timing, one variant after the other")
         done = _finish(job, repeats, done, total, on_progress)
