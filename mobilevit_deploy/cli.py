@@ -405,7 +405,7 @@ def report(
     precisions: Annotated[str, typer.Option("--precisions", help="comma-separated; each target takes those it supports")] = ",".join(DEFAULT_PRECISIONS),
     weights: WeightsOpt = None,
     weights_format: WeightsFormatOpt = None,
-    eval_data: Annotated[Optional[Path], typer.Option("--eval-data", help="ImageFolder tree with labels")] = None,
+    eval_data: Annotated[Optional[Path], typer.Option("--eval-data", help="ImageFolder tree with labels, or a listing file of 'path,label' lines; every Ray node reads the images itself")] = None,
     calib_data: Annotated[Optional[str], typer.Option("--calib-data", help="calibration folder (disjoint from --eval-data) or 'synthetic'")] = None,
     eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", help="at most this many evaluation images")] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="timed runs per variant")] = DEFAULT_REPEATS,
@@ -427,8 +427,8 @@ def report(
     request = ReportRequest(models_arg, targets, precisions, weights, weights_format, eval_data, calib_data,
                             eval_limit, repeats, out, not no_reuse, workers, ray_address or None, shard_size,
                             artifact_store, command=_command_line(), arm_cpus=arm_cpus(arch, arm_cpu))
-    with _report_progress() as (step, advance):
-        done = run_report(request, on_step=step, on_progress=advance)
+    with _report_progress() as (step, advance, images):
+        done = run_report(request, on_step=step, on_progress=advance, on_images=images)
     _show_report(done)
     if done.failures:
         raise typer.Exit(1)
@@ -469,21 +469,30 @@ def _command_line() -> str:
 
 @contextmanager
 def _report_progress():
-    """One bar over a report's tasks (cells, evaluation shards, timings) as they complete; it names the
-    phase, and appears at the first of them (a run refused before any work prints only its error line).
-    Yields (step(text), advance(done, total))."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """A bar over a report's tasks (cells, evaluation shards, timings) as they complete, naming the phase, and
+    one over the evaluated images with their rate and the time left; both appear at the first task (a run
+    refused before any work prints only its error line). Yields (step(text), advance(done, total),
+    images(done, total))."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err_console, transient=True)
-    task = bar.add_task("preparing", total=None)
+                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err_console, transient=True)
+    task = bar.add_task("preparing", total=None, rate="")
+    images = bar.add_task("images evaluated", total=None, visible=False, rate="")
 
-    def shown(**fields) -> None:
+    def shown(which=task, **fields) -> None:
         if not bar.live.is_started:
             bar.start()
-        bar.update(task, **fields)
+        bar.update(which, **fields)
+
+    def evaluated(done: int, total: int) -> None:
+        shown(images, completed=done, total=total, visible=True)
+        speed = next(t.speed for t in bar.tasks if t.id == images)
+        shown(images, rate=f"{speed:,.0f} images/s" if speed else "")
     try:
-        yield (lambda text: shown(description=text), lambda done, total: shown(completed=done, total=total))
+        yield (lambda text: shown(description=text), lambda done, total: shown(completed=done, total=total),
+               evaluated)
     finally:
         if bar.live.is_started:
             bar.stop()

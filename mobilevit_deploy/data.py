@@ -1,7 +1,11 @@
-"""Images -> the model's input tensors: folders, Dataset / DataLoader / collate, synthetic inputs.
+"""Images -> the model's input tensors: folders and listing files, Dataset / DataLoader / collate,
+shards of files decoded where they run, synthetic inputs.
 
 One path serves calibration, evaluation and parity: every image goes through the model's own
 `Preprocess` (resize the shorter side, center crop, scale to [0, 1], mean/std).
+
+A set of images is a folder (an ImageFolder tree: one subfolder per class; or flat, unlabelled) or a
+listing file (`LISTING_FORMAT`): `list_images` reads either, without decoding anything.
 """
 from __future__ import annotations
 
@@ -27,14 +31,26 @@ class ImageFile:
     label: int | None       # class index in an ImageFolder tree, else None
 
 
+LISTING_FORMAT = """\
+A listing file (.csv or .txt, UTF-8) names one image per line as `path,label`:
+- the label is after the last comma; a relative path is relative to the listing's own folder;
+- labels that are all whole numbers are class indices; otherwise they are class names, indexed in
+  sorted order (as an ImageFolder tree indexes its subfolders);
+- an optional first line `path,label` is a header; blank lines and lines starting with # are skipped;
+- images are read in the listing's order; every path must exist (checked before any work)."""
+
+
 def list_images(root: Path) -> tuple[list[ImageFile], list[str]]:
-    """Image files under `root`, sorted: an ImageFolder tree (class = subfolder) or a flat folder.
+    """Image files of `root`: an ImageFolder tree (class = subfolder) or a flat folder, sorted; or a
+    listing file (`read_listing`), in its order. Nothing is decoded.
 
     Returns (files, class names); class names are empty for a flat folder.
     """
     root = Path(root)
+    if root.is_file():
+        return read_listing(root)
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist or is not a folder")
+        raise DataError(f"image folder or listing file {root} does not exist")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if classes:
         files = [ImageFile(p, i) for i, c in enumerate(classes) for p in sorted((root / c).rglob("*"))
@@ -47,12 +63,50 @@ def list_images(root: Path) -> tuple[list[ImageFile], list[str]]:
     return files, classes
 
 
+def read_listing(path: Path) -> tuple[list[ImageFile], list[str]]:
+    """(files, class names) of a listing file (`LISTING_FORMAT`); class names are empty when the labels
+    are indices. A malformed line or a path that does not exist is a DataError naming it."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (UnicodeDecodeError, OSError) as e:
+        raise DataError(f"listing file {path} is not readable UTF-8 text ({type(e).__name__})") from None
+    rows: list[tuple[int, str, str]] = []
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#") or (not rows and line.replace(" ", "").lower() == "path,label"):
+            continue
+        name, comma, label = line.rpartition(",")
+        if not comma or not name.strip() or not label.strip():
+            raise DataError(f"listing file {path}, line {number}: expected `path,label`, got {line[:80]!r}")
+        rows.append((number, name.strip(), label.strip()))
+    if not rows:
+        raise DataError(f"listing file {path} names no images ({LISTING_FORMAT.splitlines()[1].strip()})")
+    files = [path.parent / name for _, name, _ in rows]
+    missing = [(number, name) for (number, name, _), f in zip(rows, files) if not f.is_file()]
+    if missing:
+        number, name = missing[0]
+        raise DataError(f"listing file {path}: {len(missing)} of its {len(rows)} images do not exist "
+                        f"(first: line {number}, {name})")
+    labels = [label for _, _, label in rows]
+    if all(label.isdigit() for label in labels):
+        return [ImageFile(f, int(label)) for f, label in zip(files, labels)], []
+    classes = sorted(set(labels))
+    index = {c: i for i, c in enumerate(classes)}
+    return [ImageFile(f, index[label]) for f, label in zip(files, labels)], classes
+
+
+def sample_positions(total: int, count: int | None, seed: int = 0) -> list[int]:
+    """A deterministic sample of `count` of range(total), in ascending order (all when count is None or
+    large enough): how every image set is cut down to --eval-limit or --calib-samples."""
+    if count is None or count >= total:
+        return list(range(total))
+    return sorted(random.Random(seed).sample(range(total), count))
+
+
 def sample_files(files: Sequence[ImageFile], count: int | None, seed: int = 0) -> list[ImageFile]:
     """A deterministic sample of `count` files (all, in order, when count is None or large enough)."""
-    if count is None or count >= len(files):
-        return list(files)
-    picked = sorted(random.Random(seed).sample(range(len(files)), count))
-    return [files[i] for i in picked]
+    return [files[i] for i in sample_positions(len(files), count, seed)]
 
 
 # What a reimplementation of each resize needs, exactly (bundle.json "preprocessing.resampling"; the apps'
@@ -123,6 +177,42 @@ class ImageDataset(Dataset):
         return x, (-1 if f.label is None else f.label)
 
 
+@dataclass(frozen=True, eq=False)
+class DecodedShard:
+    """A shard's images decoded here, with what could not be read."""
+
+    images: np.ndarray                 # [n, 3, H, W] float32, the readable images in the shard's order
+    labels: np.ndarray                 # [n] int64, -1 where unlabelled
+    unreadable: tuple[str, ...] = ()   # the images that could not be decoded, by name
+
+
+def decoded(samples: Sequence, names: Sequence[str]) -> DecodedShard:
+    """Samples as a Dataset yields them ((image, label), or None for an unreadable one) -> DecodedShard."""
+    good = [s for s in samples if s is not None]
+    unreadable = tuple(name for s, name in zip(samples, names) if s is None)
+    if not good:
+        return DecodedShard(np.zeros((0, 0, 0, 0), np.float32), np.zeros(0, np.int64), unreadable)
+    return DecodedShard(torch.stack([g[0] for g in good]).numpy(), np.array([g[1] for g in good], np.int64), unreadable)
+
+
+@dataclass(frozen=True)
+class FileShard:
+    """Images named by path (a folder's files, a listing's lines), not their pixels: what travels to the
+    process that decodes them. The files must be readable where the shard runs (shared storage)."""
+
+    files: tuple[ImageFile, ...]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def part(self, start: int, stop: int) -> "FileShard":
+        return FileShard(self.files[start:stop])
+
+    def read(self, pre: Preprocess) -> DecodedShard:
+        dataset = ImageDataset(self.files, pre)
+        return decoded([dataset[i] for i in range(len(dataset))], [str(f.path) for f in self.files])
+
+
 def collate_skip(batch):
     """Stack the readable samples; report how many were skipped. -> (images, labels, skipped)."""
     good = [b for b in batch if b is not None]
@@ -149,7 +239,7 @@ class LoadedImages:
         """A deterministic sample of `count` images (all when count is None or large enough)."""
         if count is None or count >= len(self.images):
             return self
-        picked = torch.tensor(sorted(random.Random(seed).sample(range(len(self.images)), count)))
+        picked = torch.tensor(sample_positions(len(self.images), count, seed))
         return LoadedImages(self.images[picked], self.labels[picked], self.source, self.classes, self.skipped)
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .data import LoadedImages, collate_skip, preprocess_image, read_dataset
+from .data import DecodedShard, LoadedImages, collate_skip, decoded, preprocess_image, read_dataset, sample_positions
 from .errors import DataError
 from .spec import Preprocess
 
@@ -122,6 +122,33 @@ def read_digits(split: str, pre: Preprocess, seed: int = SPLIT_SEED, test_fracti
     part = digits_split(seed, test_fraction).part(split)
     images, labels, skipped = read_dataset(DigitsDataset(part, pre), batch_size=64, progress=progress)
     return LoadedImages(images, labels, f"digits {split} split (seed {seed})", list(DIGIT_LABELS), skipped)
+
+
+@dataclass(frozen=True)
+class DigitsShard:
+    """Digits named by their positions in one side of the split, like a `FileShard` names files: the
+    digits ship with the package, so every process that has mvdeploy reads them where the shard runs."""
+
+    split: str
+    positions: tuple[int, ...]              # indices into digits_split(seed).part(split)
+    seed: int = SPLIT_SEED
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def part(self, start: int, stop: int) -> "DigitsShard":
+        return DigitsShard(self.split, self.positions[start:stop], self.seed)
+
+    def read(self, pre: Preprocess) -> DecodedShard:
+        dataset = DigitsDataset(digits_split(self.seed).part(self.split), pre)
+        return decoded([dataset[i] for i in self.positions], [f"digit {i}" for i in self.positions])
+
+
+def digits_shard(split: str, count: int | None = None, seed: int = 0) -> tuple[str, DigitsShard]:
+    """(source, shard) of `count` digits of one side of the recorded split, sampled as `read_digits(...).take(count,
+    seed)` samples them: the same images in the same order."""
+    total = len(digits_split().part(split))
+    return f"digits {split} split (seed {SPLIT_SEED})", DigitsShard(split, tuple(sample_positions(total, count, seed)))
 
 
 def export_digits_imagefolder(root: Path, split: str = "test", seed: int = SPLIT_SEED,

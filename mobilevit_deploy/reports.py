@@ -76,8 +76,27 @@ def ran_on(report) -> str | None:
     ray = f" (ray {e['ray']})" if e.get("ray") else ""
     store = f"; files through {e['artifact_store']}" if e.get("artifact_store") else ""
     where = f"on {e['latency_host']}" if e.get("latency_host") else "on the machine that wrote the report"
-    return (f"{e['description']}{ray}; evaluation in shards of {e['shard_size']} images{store}; "
+    tasks = e.get("tasks") or {}
+    tally = (f"; {tasks['tasks']} tasks ({tasks['failed']} failed, {tasks['retried']} retried), "
+             f"{tasks['image_evaluations']} image evaluations at {tasks['images_per_second']} images/s"
+             if tasks.get("images_per_second") else "")
+    return (f"{e['description']}{ray}; evaluation in shards of {e['shard_size']} images{store}{tally}; "
             f"latency timed {where}, one variant at a time")
+
+
+UNREADABLE_NAMED = 20          # unreadable images named in report.md / .html (report.json names them all)
+
+
+def evaluation_line(m) -> str:
+    """Where a model's evaluation images came from, how many, and the unreadable ones by name."""
+    line = f"evaluation: {m.eval_images} images from {m.eval_source}" + (
+        f" in {m.eval_shards} shards" if m.eval_shards else "")
+    if m.eval_skipped:
+        names = getattr(m, "eval_unreadable", [])[:UNREADABLE_NAMED]
+        more = m.eval_skipped - len(names)
+        line += (f" ({m.eval_skipped} unreadable skipped" + (f": {', '.join(names)}" if names else "")
+                 + (f" and {more} more, all in report.json" if names and more > 0 else "") + ")")
+    return line
 
 
 def _markdown_table(header, rows) -> str:
@@ -115,8 +134,7 @@ def to_markdown(report) -> str:
     for m in report.models:
         out += [f"## {m.model}", "",
                 f"- weights: {m.weights}; input {m.image_size}x{m.image_size}",
-                f"- evaluation: {m.eval_images} images from {m.eval_source}"
-                + (f" ({m.eval_skipped} unreadable skipped)" if m.eval_skipped else ""),
+                f"- {evaluation_line(m)}",
                 f"- calibration: {m.calib_images} images from {m.calib_source}" if m.calib_source else "- calibration: none needed",
                 ""]
     out += ["## What to ship", ""] + [f"- {line}" for line in ship_lines(report)] + [""]
@@ -221,8 +239,8 @@ def to_html(report) -> str:
     if ran_on(report):
         parts.append(f"<p>Ran on: {html.escape(ran_on(report))}.</p>")
     for m in report.models:
-        parts.append(f"<p><b>{html.escape(m.model)}</b>: weights {html.escape(m.weights)}; evaluation "
-                     f"{m.eval_images} images from {html.escape(m.eval_source)}; calibration "
+        parts.append(f"<p><b>{html.escape(m.model)}</b>: weights {html.escape(m.weights)}; "
+                     f"{html.escape(evaluation_line(m))}; calibration "
                      f"{m.calib_images} images from {html.escape(str(m.calib_source))}</p>")
     parts.append("<h2>what to ship</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in ship_lines(report))
                  + "</ul>")

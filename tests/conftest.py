@@ -15,6 +15,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))      # `from toys import ...` in every test file
 
+# Two xdist workers on two cores: every engine (runners.base.engine_threads) and every CLI subprocess's
+# PyTorch on one thread. Two-thread pools in both workers wait for each other by spinning: measured on
+# `mvdeploy check` of swin_micro's ExecuTorch int8 file beside one busy core, 65 s of CPU at 2 threads,
+# 40 s at 1. Tests that are about threads pass them explicitly.
+os.environ.setdefault("MVDEPLOY_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def run_cli(*args, env: dict | None = None, cwd=None, timeout: int = 600,
             tmpdir: Path | None = None) -> subprocess.CompletedProcess:

@@ -63,6 +63,26 @@ def test_onnxruntime_threads_sleep_when_idle(tmp_path):
                 for pool in ("intra_op", "inter_op")] == ["0", "0"]
 
 
+def test_engines_run_on_the_threads_mvdeploy_threads_names(tmp_path, monkeypatch):
+    """Unset: 2 threads; MVDEPLOY_THREADS=3: an engine opened without num_threads runs 3; an explicit
+    num_threads wins; a value that is not a count is one clear error."""
+    from mobilevit_deploy.errors import InvalidValueError
+    from mobilevit_deploy.runners.base import engine_threads
+    from mobilevit_deploy.targets import load_artifact
+
+    monkeypatch.delenv("MVDEPLOY_THREADS", raising=False)
+    assert engine_threads() == 2
+    monkeypatch.setenv("MVDEPLOY_THREADS", "3")
+    target, artifact = load_artifact(_toy(tmp_path, "small", 4))
+    with target.runner(artifact) as runner:
+        assert runner.session.get_session_options().intra_op_num_threads == 3 and "(3 threads)" in runner.engine
+    assert target.runner(artifact, num_threads=1).num_threads == 1
+    for bad in ("0", "two"):
+        monkeypatch.setenv("MVDEPLOY_THREADS", bad)
+        with pytest.raises(InvalidValueError, match="MVDEPLOY_THREADS must be a whole number"):
+            engine_threads()
+
+
 def test_the_host_names_the_kernel_features_it_has_and_lacks():
     from mobilevit_deploy.host import parse_cpuinfo
 

@@ -63,3 +63,56 @@ def test_synthetic_images_are_seeded_and_in_range():
     a, b = synthetic_images(3, 32, pre, seed=0), synthetic_images(3, 32, pre, seed=0)
     assert torch.equal(a, b) and a.shape == (3, 3, 32, 32)
     assert a.min() >= 0 and a.max() <= 1 and a.std() > 0.05
+
+
+def test_a_listing_file_names_images_and_their_labels(tmp_path):
+    """path,label lines: relative to the listing's folder, in the listing's order; class names indexed in sorted
+    order (as folders are), whole numbers taken as indices; header, blank and # lines skipped."""
+    from mobilevit_deploy.data import list_images
+
+    _tree(tmp_path / "photos")
+    (tmp_path / "lists").mkdir()
+    names = tmp_path / "lists" / "names.csv"
+    names.write_text("path,label\n../photos/dog/0.png,dog\n\n# a comment\n"
+                     f"{tmp_path / 'photos' / 'cat' / '1.png'},cat\n../photos/cat/2.png, cat\n")
+    files, classes = list_images(names)
+    assert classes == ["cat", "dog"] and [f.label for f in files] == [1, 0, 0]
+    assert [f.path.resolve() for f in files] == [(tmp_path / "photos" / c / f"{i}.png").resolve()
+                                                 for c, i in (("dog", 0), ("cat", 1), ("cat", 2))]
+    swapped = tmp_path / "lists" / "swapped.txt"       # negative control: the labels are the listing's, not the folders'
+    swapped.write_text("../photos/dog/0.png,cat\n../photos/cat/1.png,dog\n")
+    assert [f.label for f in list_images(swapped)[0]] == [0, 1]
+    indices = tmp_path / "lists" / "indices.csv"
+    indices.write_text("../photos/dog/0.png,7\n../photos/cat/1.png,0\n")
+    by_index, no_names = list_images(indices)
+    assert no_names == [] and [(f.path, f.label) for f in by_index] == [(files[0].path, 7), (indices.parent / "../photos/cat/1.png", 0)]
+
+
+def test_a_listing_with_a_missing_image_or_a_bad_line_is_one_clear_error(tmp_path):
+    _tree(tmp_path, classes=("a",), per_class=1)
+    listing = tmp_path / "list.csv"
+    listing.write_text("a/0.png,a\na/gone.png,a\nb/gone.png,b\n")
+    with pytest.raises(DataError) as missing:
+        list_images(listing)
+    assert str(missing.value) == f"listing file {listing}: 2 of its 3 images do not exist (first: line 2, a/gone.png)"
+    listing.write_text("a/0.png a\n")
+    with pytest.raises(DataError, match=r"line 1: expected `path,label`"):
+        list_images(listing)
+    with pytest.raises(DataError, match="image folder or listing file .* does not exist"):
+        list_images(tmp_path / "nowhere.csv")
+
+
+def test_a_file_shard_decodes_what_load_folder_decodes_and_names_the_unreadable(tmp_path):
+    """The task-side read is the folder read: the same tensors, whichever way the shard is cut."""
+    from mobilevit_deploy.data import FileShard
+
+    _tree(tmp_path, classes=("a", "b"), per_class=2)
+    (tmp_path / "a" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    pre = Preprocess(36, 32)
+    files, _ = list_images(tmp_path)
+    whole = FileShard(tuple(files)).read(pre)
+    loaded = load_folder(tmp_path, pre)
+    assert np.array_equal(whole.images, loaded.images.numpy()) and whole.labels.tolist() == [0, 0, 1, 1]
+    assert whole.unreadable == (str(tmp_path / "a" / "broken.jpg"),)
+    parts = [FileShard(tuple(files)).part(a, a + 2).read(pre) for a in range(0, len(files), 2)]
+    assert np.array_equal(np.concatenate([p.images for p in parts if len(p.labels)]), whole.images)

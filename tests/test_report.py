@@ -3,6 +3,7 @@ code, calibration/evaluation disjointness, unreadable images, per-layer error, t
 import base64
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from mobilevit_deploy.quantization.report import Report
 from mobilevit_deploy.quantization.schedule import measure_model
 from mobilevit_deploy.versions import tool_versions
 from mobilevit_deploy.reports import write_report
+from toys import digit_pngs
 
 
 @pytest.fixture(scope="module")
@@ -103,14 +105,85 @@ def test_a_report_request_is_planned_before_any_work(tmp_path):
     with pytest.raises(DataError, match="overlap: 4 of the 4 images in --calib-data"):
         plan_report(ReportRequest("mobilevit_xxs", "onnx", "fp32", eval_data=evaluation,
                                   calib_data=str(evaluation / "1"), out=out))
+    listing = tmp_path / "eval.csv"                 # a listing file: the same disjointness, the same refusals
+    listing.write_text("".join(f"eval/1/{i}.png,1\n" for i in range(2)))
+    with pytest.raises(DataError, match="overlap: 2 of the 4 images in --calib-data"):
+        plan_report(ReportRequest("mobilevit_xxs", "onnx", "fp32", eval_data=listing,
+                                  calib_data=str(evaluation / "1"), out=out))
+    with pytest.raises(DataError, match="image folder or listing file .*missing does not exist"):
+        plan_report(ReportRequest("mobilevit_xxs", "onnx", "fp32", eval_data=tmp_path / "missing", out=out))
     assert not out.exists() and not (tmp_path / "store").exists()
 
 
-def test_unreadable_evaluation_images_are_skipped_and_counted(tmp_path):
-    prepared = pipeline.prepare_model("mobilevit_xxs", weights="random", num_classes=2, image_size=64)
-    m = measure_model(prepared, ["onnx"], [pipeline.Precision.fp32], tmp_path / "a",
-                      eval_data=_folder(tmp_path / "eval", n=2, broken=2), repeats=2)
-    assert m.eval_skipped == 2 and m.eval_images == 4 and m.rows[0].accuracy is not None
+def _figures(m):
+    return (m.eval_images, m.eval_skipped, m.torch_accuracy,
+            [(r.accuracy, r.top1_agreement, r.cosine_min, r.cosine_mean, r.sqnr_db) for r in m.rows])
+
+
+def test_shards_by_reference_give_the_figures_of_one_shard_from_a_folder_or_a_listing(onnx_report, tmp_path):
+    """The digits checkpoint's ONNX file (reused from the fixture: nothing converts) on 20 digit PNGs and 2 broken
+    files: a folder in shards of 5 and a listing file in one shard give the same figures, name the unreadable
+    files, and the PyTorch accuracy is the one computed outside the report code. Negative controls: a listing
+    whose labels are shifted by one changes the accuracy and nothing else; a file whose shard reads other
+    images than the reference's fails its cell instead of being compared row against wrong row."""
+    from mobilevit_deploy.data import load_folder
+    from mobilevit_deploy.quantization import schedule
+    from mobilevit_deploy.runners.torch import TorchRunner
+
+    prepared, _, files = onnx_report
+    artifacts = files["json"].parent / "artifacts"
+    rows = digit_pngs(tmp_path / "digits", 20, broken=2)
+    listing = tmp_path / "digits" / "eval.csv"
+    listing.write_text("path,label\n" + "".join(f"{path},{digit}\n" for path, digit in rows))
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("".join(f"digits/{path},{(digit + 1) % 10}\n" for path, digit in rows))
+
+    def measured(eval_data, shard_size, **kw):
+        return measure_model(prepared, ["onnx"], [pipeline.Precision.fp32], artifacts, eval_data=eval_data,
+                             shard_size=shard_size, repeats=2, **kw)
+
+    folder = measured(tmp_path / "digits", 5)
+    listed = measured(listing, 100)
+    assert (folder.eval_shards, listed.eval_shards) == (5, 1)
+    assert _figures(folder) == _figures(listed) and folder.eval_images == 20 and folder.eval_skipped == 2
+    assert sorted(folder.eval_unreadable) == [str(tmp_path / "digits" / "3" / f"broken{i}.png") for i in range(2)]
+    assert listed.eval_unreadable == [str(listing.parent / "3" / f"broken{i}.png") for i in range(2)]
+    loaded = load_folder(tmp_path / "digits", prepared.preprocess)
+    with TorchRunner(prepared.model, input_shape=prepared.input_shape) as runner:
+        direct = np.mean(np.argmax(runner.infer(loaded.images.numpy()), axis=1) == loaded.labels.numpy())
+    assert folder.torch_accuracy == direct >= 0.9 and folder.rows[0].accuracy == direct
+
+    wrong = measured(shifted, 7)
+    assert wrong.torch_accuracy < 0.2 and wrong.rows[0].accuracy == wrong.torch_accuracy
+    assert _figures(wrong)[3][0][1:] == _figures(folder)[3][0][1:]          # the logits are the same
+
+    real = schedule.evaluate_shard
+
+    def drops_one(cell, shard, preprocess, threads):
+        out = real(cell, shard, preprocess, threads)
+        return replace(out, logits=out.logits[1:], labels=out.labels[1:])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(schedule, "evaluate_shard", drops_one)
+        misread = measured(listing, 100)
+    assert misread.rows == [] and misread.torch_accuracy == folder.torch_accuracy
+    assert misread.failures == ["onnx fp32: evaluation failed (shard 1): it read 19 images, the PyTorch reference 20 "
+                                f"(unreadable here: {listing.parent / '3' / 'broken0.png'}, "
+                                f"{listing.parent / '3' / 'broken1.png'})"]
+
+
+def test_a_missing_evaluation_path_is_refused_before_any_work_in_one_line(tmp_path):
+    from conftest import run_cli
+
+    listing = tmp_path / "eval.csv"
+    _folder(tmp_path / "eval", n=1)
+    listing.write_text("eval/0/0.png,0\neval/1/0.png,1\neval/1/9.png,1\n")
+    out = tmp_path / "report"
+    ran = run_cli("report", "mobilevit_xxs", "--targets", "onnx", "--precisions", "fp32", "--eval-data", listing,
+                  "--out", out)
+    assert ran.returncode == 1 and ran.stderr.strip().splitlines() == [
+        f"error: listing file {listing}: 1 of its 3 images do not exist (first: line 3, eval/1/9.png)"]
+    assert not out.exists()
 
 
 class Toy(nn.Module):

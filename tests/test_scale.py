@@ -145,10 +145,10 @@ def test_a_failed_evaluation_shard_fails_its_cell_only(tmp_path, monkeypatch):
 
     real = report_module.evaluate_shard
 
-    def flaky(cell, images, threads):
-        if len(images) < 20:
+    def flaky(cell, shard, preprocess, threads):
+        if len(shard) < 20:
             raise RuntimeError("engine fell over")
-        return real(cell, images, threads)
+        return real(cell, shard, preprocess, threads)
 
     monkeypatch.setattr(report_module, "evaluate_shard", flaky)
     progress = []
@@ -201,10 +201,14 @@ def test_help_and_an_in_process_report_never_import_ray_and_a_failed_cell_is_rep
     (m,) = saved["models"]
     assert [(r["target"], r["precision"]) for r in m["rows"]] == [("onnx", "fp32"), ("flaky", "fp32")]
     assert m["failures"] == ["flaky fp16: conversion failed: RuntimeError: injected conversion failure"]
+    tasks = saved["executor"].pop("tasks")
     assert saved["executor"] == {"kind": "in-process", "description": "in-process", "workers": 1, "address": None,
                                  "ray": None, "shard_size": 256, "artifact_store": None,
                                  "latency_host": host().describe(),
                                  "latency_int8_caveat": host().int8_caveat()}
+    # the reference's shard, 3 conversions, a shard per file; flaky fp16's conversion and its shard failed
+    assert {k: tasks[k] for k in ("tasks", "failed", "retried", "image_evaluations")} == {
+        "tasks": 7, "failed": 2, "retried": 0, "image_evaluations": 90} and tasks["images_per_second"] > 0
     assert _attempts(tmp_path) == {"fp32": 1, "fp16": 1}
     assert "failed: mobilevit_xxs flaky fp16: conversion failed: RuntimeError: injected conversion failure" in ran.stderr
     assert "## Failed" in (out / "report.md").read_text() and "ran on: in-process" in ran.stdout
@@ -221,11 +225,23 @@ def test_ray_options_are_validated_before_any_work(tmp_path):
 
 
 def test_on_two_workers_a_failed_cell_is_retried_once_and_a_killed_worker_is_survived(tmp_path):
-    """Local Ray, 2 workers: flaky fp16 raises (retried once by Ray, then reported with its error line);
-    flaky fp32's worker dies on the first attempt (Ray runs it again and it is measured)."""
+    """Local Ray, 2 workers, evaluating a listing file of 30 digit PNGs and a broken file in shards of 16 that the
+    workers read themselves: flaky fp16 raises (retried once by Ray, then reported with its error line); flaky
+    fp32's worker dies on the first attempt (Ray runs it again and it is measured). Every figure is the one this
+    process computes on the same listing in one shard; report.json counts the tasks, failed and retried."""
+    from toys import digit_pngs
+
+    from mobilevit_deploy.pipeline import prepare_model
+    from mobilevit_deploy.quantization.cells import evaluate_shard, reference_shard, reused_cell
+    from mobilevit_deploy.quantization.evaluate import accuracy, evaluate_logits, evaluation_set
+    from mobilevit_deploy.spec import Precision
+
+    listing = tmp_path / "digits" / "eval.csv"
+    rows = digit_pngs(listing.parent, 30, broken=1)
+    listing.write_text("".join(f"{path},{digit}\n" for path, digit in rows))
     out = tmp_path / "report"
-    ran = mvdeploy("report", "mobilevit_xxs", "--targets", "onnx,flaky", "--precisions", "fp32,fp16", "--eval-limit",
-                   "30", "--shard-size", "16", "--repeats", "2", "--out", out, "--workers", "2",
+    ran = mvdeploy("report", "mobilevit_xxs", "--targets", "onnx,flaky", "--precisions", "fp32,fp16", "--eval-data",
+                   listing, "--shard-size", "16", "--repeats", "2", "--out", out, "--workers", "2",
                    env=_plugin_env(tmp_path, kill=True))
     assert ran.returncode == 1, ran.stderr[-3000:]                 # flaky fp16 failed; the report is written
     saved = json.loads((out / "report.json").read_text())
@@ -233,6 +249,21 @@ def test_on_two_workers_a_failed_cell_is_retried_once_and_a_killed_worker_is_sur
     assert [(r["target"], r["precision"]) for r in m["rows"]] == [("onnx", "fp32"), ("flaky", "fp32")]
     assert m["failures"] == ["flaky fp16: conversion failed: RuntimeError: injected conversion failure"]
     assert _attempts(tmp_path) == {"fp32": 2, "fp16": 2}
+    assert m["eval"] == {"source": str(listing), "images": 30, "shards": 2, "skipped_unreadable": 1,
+                         "unreadable": [str(listing.parent / "3" / "broken0.png")]}
+    # 2 reference shards, 3 conversions, 2 shards per file; 31 listed images (the broken one too) per pass
+    tasks = saved["executor"]["tasks"]
+    assert {k: tasks[k] for k in ("tasks", "failed", "retried", "image_evaluations")} == {
+        "tasks": 11, "failed": 3, "retried": 2, "image_evaluations": 93}
+    prepared = prepare_model("mobilevit_xxs")    # here, in one shard: the figures the workers' shards gave
+    whole = evaluation_set(prepared, listing, None).images
+    reference = reference_shard(prepared, whole)
+    assert m["torch_fp32"]["accuracy"] == accuracy(reference.logits, reference.labels) >= 0.9
+    kept = out / "artifacts" / "mobilevit_xxs" / "mobilevit_xxs-fp32.onnx"
+    here = evaluate_shard(reused_cell(kept, "onnx", Precision.fp32, kept.parent, kept.parent), whole,
+                          prepared.preprocess, None)
+    figures = evaluate_logits(here.logits, here.labels, reference.logits, m["torch_fp32"]["accuracy"])
+    assert {k: m["rows"][0][k] for k in figures} == figures
     assert all(r["accuracy"] == m["torch_fp32"]["accuracy"] for r in m["rows"])
     assert saved["executor"]["description"] == "local Ray, 2 workers" and saved["executor"]["ray"] == "2.60.0"
     assert (out / "artifacts" / "mobilevit_xxs" / "mobilevit_xxs-fp32.flaky.onnx").is_file()
@@ -342,10 +373,13 @@ def test_a_report_on_a_two_node_ray_cluster(tmp_path):
                        "--artifact-store", store, env=CLUSTER_ENV)
         assert ran.returncode == 0, ran.stderr[-3000:]
         saved = json.loads((out / "report.json").read_text())
+        tasks = saved["executor"].pop("tasks")
         assert saved["executor"] == {"kind": "ray-cluster", "description": f"Ray cluster at {address}", "workers": None,
                                      "address": address, "ray": "2.60.0", "shard_size": 10,
                                      "artifact_store": str(store), "latency_host": host().describe(),
                                      "latency_int8_caveat": host().int8_caveat()}
+        assert {k: tasks[k] for k in ("tasks", "failed", "retried", "image_evaluations")} == {
+            "tasks": 9, "failed": 0, "retried": 0, "image_evaluations": 80}
         (row,) = saved["models"][0]["rows"]
         assert row["accuracy"] == saved["models"][0]["torch_fp32"]["accuracy"] and row["top1_agreement"] == 1.0
         assert row["sqnr_db"] > 90 and saved["models"][0]["eval"]["images"] == 40

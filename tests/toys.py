@@ -1,5 +1,5 @@
 """The toy network and images that the Core ML, MIL and other target tests share: small enough to convert in
-seconds, with every kernel family the real models use."""
+seconds, with every kernel family the real models use; and real digit images as files, for reports."""
 from __future__ import annotations
 
 import numpy as np
@@ -78,3 +78,23 @@ def convert(model: nn.Module, path, ios: int = 17, fp16: bool = False, size: int
     )
     mlmodel.save(str(path))
     return mlmodel
+
+
+def digit_pngs(root, count: int, broken: int = 0) -> list[tuple[str, int]]:
+    """`count` held-out digits as 8x8 PNGs in an ImageFolder tree under `root` (what the reference checkpoints
+    read well), plus `broken` files that are not images (in class 3); -> [(path relative to root, digit)], the
+    broken ones last: the lines of a listing file."""
+    from mobilevit_deploy.digits import digit_image, digits_split
+
+    test = digits_split().test
+    rows = []
+    for i in range(count):
+        relative = f"{test.labels[i]}/d{i:03d}.png"
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        digit_image(test.images[i]).save(root / relative)
+        rows.append((relative, int(test.labels[i])))
+    for i in range(broken):
+        (root / "3").mkdir(parents=True, exist_ok=True)
+        (root / f"3/broken{i}.png").write_bytes(b"not an image")
+        rows.append((f"3/broken{i}.png", 3))
+    return rows

@@ -42,6 +42,12 @@ class ReferenceCheckpoint:
         loaded = read_digits(split, preprocess)
         return loaded if count is None else loaded.take(count, seed)
 
+    def shard(self, split: str, count: int | None = None, seed: int = 0):
+        """The same images as `read(split, ..., count, seed)`, named rather than decoded: (source, a
+        shard that `read`s them where it runs), for the report's evaluation."""
+        from ..digits import digits_shard
+        return digits_shard(split, count, seed)
+
     def describe(self) -> str:
         """One line for reports: 'reference:mobilevit_xxs_digits (digits 64x64, 98.9% test)'."""
         accuracy = self.facts["evaluation"]["accuracy"]

@@ -2,6 +2,9 @@
 (`mobilevit_deploy/scale.py`): convert one (target, precision) cell, run one file or the PyTorch model
 over one shard of the evaluation images, analyse int8 layer by layer.
 
+A shard names its images (`quantization/evaluate.py`); the task reads and preprocesses them where it
+runs, `CHUNK` at a time, and returns only logits, labels and the names of the images it could not read.
+
 And how an artifact travels between the process that converted it, the processes that evaluate it and
 the driver that writes the report: as a `Parcel` (`pack` makes one) holding its bytes (nothing assumes a
 shared disk), or its place in a folder that all of them reach (`--artifact-store DIR`, or the report's
@@ -20,7 +23,8 @@ import numpy as np
 
 from ..outputs import move_into_place, staging, write_text_atomic
 from ..parity import parity_path
-from ..spec import Artifact, Calibration, Precision
+from ..spec import Artifact, Calibration, Precision, Preprocess
+from .evaluate import shards
 
 
 # Torch threads while a cell converts (calibration, parity) and while int8 is analysed layer by layer.
@@ -161,9 +165,37 @@ def reused_cell(path: Path, target_name: str, precision: Precision, folder: Path
                       tuple(facts.get("arm64") or []))
 
 
-def evaluate_shard(cell: CellResult, images: np.ndarray, threads: int | None) -> np.ndarray:
-    """The artifact's logits [N, K] on one shard of the evaluation images (one image at a time, so the
-    figures do not depend on where the shards were cut)."""
+# Images decoded at a time inside an evaluation task: its memory is this many preprocessed images
+# (64 at 256x256 float32: 50 MB), whatever --shard-size is.
+CHUNK = 64
+
+
+@dataclass(frozen=True, eq=False)
+class ShardLogits:
+    """What an evaluation task sends back: never pixels."""
+
+    logits: np.ndarray                 # [n, K] float32, one row per readable image, in the shard's order
+    labels: np.ndarray                 # [n] int64, -1 where unlabelled
+    unreadable: tuple[str, ...] = ()   # the shard's images that could not be decoded, by name
+
+
+def shard_logits(shard, preprocess: Preprocess, infer) -> ShardLogits:
+    """Read `shard` here, CHUNK images at a time through `preprocess`, and `infer` each chunk ([n, 3, H, W]
+    float32 -> [n, K]; one image at a time, so no figure depends on where shards or chunks were cut)."""
+    logits, labels, unreadable = [], [], []
+    for start, stop in shards(len(shard), CHUNK):
+        images = shard.part(start, stop).read(preprocess)
+        unreadable += images.unreadable
+        if len(images.labels):
+            logits.append(np.asarray(infer(images.images), dtype=np.float32))
+            labels.append(images.labels)
+    if not logits:
+        return ShardLogits(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), tuple(unreadable))
+    return ShardLogits(np.concatenate(logits), np.concatenate(labels), tuple(unreadable))
+
+
+def evaluate_shard(cell: CellResult, shard, preprocess: Preprocess, threads: int | None) -> ShardLogits:
+    """The artifact's logits on one shard of the evaluation images, read where this runs."""
     from ..targets import get_target
 
     target = get_target(cell.artifact.target)
@@ -171,15 +203,15 @@ def evaluate_shard(cell: CellResult, images: np.ndarray, threads: int | None) ->
     with tempfile.TemporaryDirectory(prefix="mvdeploy-shard-") as scratch:
         artifact = replace(cell.artifact, path=cell.parcel.open(Path(scratch)))
         with target.runner(artifact, **engine) as runner:
-            return runner.infer(images)
+            return shard_logits(shard, preprocess, runner.infer)
 
 
-def reference_shard(prepared, images: np.ndarray) -> np.ndarray:
-    """PyTorch fp32 (unfused, eager) logits on one shard: what every file is compared with."""
+def reference_shard(prepared, shard) -> ShardLogits:
+    """PyTorch fp32 (unfused, eager) logits on one shard, read where this runs: what every file is compared with."""
     from ..runners.torch import TorchRunner
 
     with TorchRunner(prepared.model, input_shape=prepared.input_shape) as runner:
-        return runner.infer(images)
+        return shard_logits(shard, prepared.preprocess, runner.infer)
 
 
 def analyze_layers(prepared, target_name: str, calibration: list, images: list):

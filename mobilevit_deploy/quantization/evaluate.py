@@ -1,5 +1,10 @@
-"""The evaluation images, and what one artifact measures on them: size, accuracy, agreement with
-PyTorch (its latency: `latency.py`)."""
+"""The evaluation images, named (not decoded) and cut into shards, and what one artifact measures on
+them: size, accuracy, agreement with PyTorch (its latency: `latency.py`).
+
+An evaluation set is one shard of references: a `data.FileShard` (an --eval-data folder's files or a
+listing's lines) or a `digits.DigitsShard` (the reference checkpoint's test split). Both answer `len`,
+`part(start, stop)` and `read(preprocess)`, so the report cuts either the same way and every task
+decodes its own images (`cells.shard_logits`); the driver never holds the pixels."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -7,9 +12,31 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import LoadedImages, load_folder
-from ..errors import DataError
+from ..data import FileShard, list_images, sample_files
+from ..errors import DataError, InvalidValueError
 from ..parity import compare
+
+
+def shards(count: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges covering `count` images in order, `size` at a time."""
+    if size < 1:
+        raise InvalidValueError(f"--shard-size must be at least 1; got {size}")
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """The evaluation images of a report, by reference: where they come from and all of them as one shard."""
+
+    source: str
+    images: object                  # a FileShard or a DigitsShard: len, part(start, stop), read(preprocess)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def cut(self, size: int) -> list:
+        """Shards of `size` images in order; the same cut wherever they run."""
+        return [self.images.part(a, b) for a, b in shards(len(self.images), size)]
 
 
 @dataclass
@@ -40,13 +67,16 @@ class VariantResult:
         return asdict(self)
 
 
-def evaluation_images(prepared, eval_data: Path | None, limit: int | None) -> LoadedImages:
-    """--eval-data (an ImageFolder), or the reference checkpoint's own test split."""
+def evaluation_set(prepared, eval_data: Path | None, limit: int | None) -> EvaluationSet:
+    """--eval-data (a folder or a listing file; listed, not read), or the reference checkpoint's own test
+    split; `limit` images of it, sampled deterministically (`data.sample_positions`)."""
     if eval_data is not None:
-        return load_folder(Path(eval_data), prepared.preprocess, count=limit, progress="reading evaluation images")
+        files, _ = list_images(Path(eval_data).absolute())      # absolute: tasks run in other working folders
+        return EvaluationSet(str(eval_data), FileShard(tuple(sample_files(files, limit))))
     if prepared.reference is not None:
-        return prepared.reference.read("test", prepared.preprocess, limit)
-    raise DataError(f"{prepared.name} has no reference data: pass --eval-data DIR (an ImageFolder tree)")
+        return EvaluationSet(*prepared.reference.shard("test", limit))
+    raise DataError(f"{prepared.name} has no reference data: pass --eval-data DIR (an ImageFolder tree) "
+                    "or --eval-data LIST.csv (path,label lines)")
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float | None:

@@ -41,8 +41,8 @@ class ModelReport:
     weights: str
     image_size: int
     eval_source: str
-    eval_images: int
-    eval_skipped: int
+    eval_images: int                             # readable images evaluated (listed, until the shards are back)
+    eval_skipped: int                            # unreadable images, counted
     calib_source: str | None
     calib_images: int
     torch_accuracy: float | None
@@ -51,10 +51,13 @@ class ModelReport:
     layers: LayerAnalysis | None = None          # the PT2E view: plain PT2E int8 in PyTorch, not a shipped recipe
     file_layers: list[FileLayers] = field(default_factory=list)   # per quantized file: its own per-layer noise
     failures: list[str] = field(default_factory=list)   # conversions that did not produce a file
+    eval_shards: int = 0                         # evaluation tasks per variant (and for the reference)
+    eval_unreadable: list[str] = field(default_factory=list)   # the unreadable images, named
 
     def to_dict(self) -> dict:
         return {"model": self.model, "weights": self.weights, "image_size": self.image_size,
-                "eval": {"source": self.eval_source, "images": self.eval_images, "skipped_unreadable": self.eval_skipped},
+                "eval": {"source": self.eval_source, "images": self.eval_images, "shards": self.eval_shards,
+                         "skipped_unreadable": self.eval_skipped, "unreadable": self.eval_unreadable},
                 "calibration": {"source": self.calib_source, "images": self.calib_images},
                 "torch_fp32": {"accuracy": self.torch_accuracy, "latency_ms_median": self.torch_latency_ms[0],
                                "latency_ms_p90": self.torch_latency_ms[1]},

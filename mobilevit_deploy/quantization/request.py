@@ -3,7 +3,8 @@
 `ReportRequest` holds the choices as a user gives them (names as comma-separated text or lists, the
 CLI's flags one for one) with the report's defaults; `plan_report` turns it into a `ReportPlan` or
 refuses it with one `MvDeployError` line: counts below 1, --workers together with --ray-address,
---artifact-store without Ray, an unavailable target, no (target, precision) pair to measure,
+--artifact-store without Ray, an unavailable target, no (target, precision) pair to measure, an
+--eval-data folder or listing file that does not exist (or a listing that names a missing image),
 evaluation and calibration images that overlap, an output folder that cannot be written. Nothing is
 built or written before the plan stands; `run.py` then does the work.
 
@@ -32,7 +33,7 @@ class ReportRequest:
     precisions: Names = DEFAULT_PRECISIONS
     weights: Path | str | None = None
     weights_format: str | None = None
-    eval_data: Path | None = None          # an ImageFolder tree; None: the reference checkpoint's test split
+    eval_data: Path | None = None          # an ImageFolder tree or a listing file; None: the reference checkpoint's test split
     calib_data: str | None = None          # a folder disjoint from eval_data, or "synthetic"
     eval_limit: int | None = None
     repeats: int = DEFAULT_REPEATS
@@ -63,6 +64,7 @@ def _names(value: Names) -> list[str]:
 def plan_report(request: ReportRequest) -> ReportPlan:
     """The request validated, before any model is built or any file written."""
     from ..calibration import require_disjoint
+    from ..data import list_images
     from ..errors import InvalidValueError, TargetUnavailableError, at_least
     from ..outputs import require_writable_folder
     from ..spec import parse_precisions
@@ -93,6 +95,8 @@ def plan_report(request: ReportRequest) -> ReportPlan:
     if not pairs:
         raise InvalidValueError(f"nothing to report: none of the targets {', '.join(targets)} takes "
                                 f"{', '.join(p.value for p in precisions)}")
+    if r.eval_data is not None:
+        list_images(Path(r.eval_data))                 # every listed image exists: listed, not decoded
     require_disjoint(r.calib_data, r.eval_data)
     if r.arm_cpus:
         from ..emulation import find_emulator

@@ -23,9 +23,10 @@ class ReportRun:
 
 
 def run_report(request: ReportRequest, on_step=lambda text: None,
-               on_progress=lambda done, total: None) -> ReportRun:
+               on_progress=lambda done, total: None, on_images=lambda done, total: None) -> ReportRun:
     """Plan, measure and write one report. A cell that fails is listed in its model's `failures` and
-    the report is still written; a request that cannot be met raises before anything is built."""
+    the report is still written; a request that cannot be met raises before anything is built.
+    `on_progress(done, total)` counts tasks, `on_images(done, total)` evaluated images."""
     from ..host import host
     from ..outputs import ensure_folder
     from ..pipeline import prepare_model
@@ -50,6 +51,7 @@ def run_report(request: ReportRequest, on_step=lambda text: None,
                                  plan.precisions, eval_data=r.eval_data, calib_data=r.calib_data,
                                  eval_limit=r.eval_limit, repeats=r.repeats, reuse=r.reuse, executor=executor,
                                  shard_size=r.shard_size, artifact_store=r.artifact_store, on_step=on_step,
-                                 on_progress=on_progress, arm_cpus=r.arm_cpus)
+                                 on_progress=on_progress, on_images=on_images, arm_cpus=r.arm_cpus)
+    ran_on["tasks"] = executor.tally.to_dict()
     report = Report(r.command, tool_versions(), results, ran_on)
     return ReportRun(report, write_report(report, Path(r.out)))

@@ -4,6 +4,7 @@ of one executor (`mobilevit_deploy/scale.py`); then the figures, with latency ti
 after the other (`latency.py`). The report's data is `report.py`; rendering is `mobilevit_deploy.reports`."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -12,26 +13,22 @@ import numpy as np
 import torch
 
 from ..calibration import DEFAULT_SAMPLES, calibration_for
-from ..errors import InvalidValueError
+from ..data import synthetic_images
 from ..outputs import ensure_folder
 from ..pipeline import PreparedModel, artifact_name, parity_inputs
 from ..spec import Calibration, Precision
 from ..targets import get_target
-from .cells import CellResult, analyze_file, analyze_layers, convert_cell, evaluate_shard, reference_shard, reusable, reused_cell
-from .evaluate import VariantResult, accuracy, evaluate_logits, evaluation_images
+from .cells import CellResult, ShardLogits, analyze_file, analyze_layers, convert_cell, evaluate_shard, reference_shard, reusable, reused_cell
+from .evaluate import EvaluationSet, VariantResult, accuracy, evaluate_logits, evaluation_set, shards
 from .report import ModelReport
 from .request import DEFAULT_REPEATS, DEFAULT_SHARD_SIZE
 from .latency import time_artifact, time_reference
 
 
 UNQUANTIZED = (Precision.fp32, Precision.fp16)     # every other precision's file gets its own per-layer table
-
-
-def shards(count: int, size: int) -> list[tuple[int, int]]:
-    """[start, stop) ranges covering `count` images in order, `size` at a time."""
-    if size < 1:
-        raise InvalidValueError(f"--shard-size must be at least 1; got {size}")
-    return [(start, min(start + size, count)) for start in range(0, count, size)]
+# The first evaluation images, decoded by the driver: the per-layer int8 analysis runs on them and latency
+# is timed on the first readable one.
+HEAD_IMAGES = 16
 
 
 @dataclass
@@ -45,7 +42,7 @@ class _Cell:
     result: CellResult | None = None
     error: str | None = None                # why it has no row (conversion, or evaluation of a shard)
     layers: object = None                   # a quantized file's own per-layer noise (report.FileLayers)
-    logits: dict = field(default_factory=dict)
+    logits: dict = field(default_factory=dict)    # shard index -> ShardLogits
 
 
 @dataclass
@@ -54,10 +51,10 @@ class _Job:
 
     prepared: PreparedModel
     out_dir: Path
-    images: np.ndarray
-    labels: np.ndarray
+    evaluation: EvaluationSet               # the images by reference; tasks decode their own shards
+    head: np.ndarray                        # the first readable images of it, decoded here [n, 3, H, W]
     report: ModelReport
-    reference_logits: dict = field(default_factory=dict)
+    reference_logits: dict = field(default_factory=dict)      # shard index -> ShardLogits
     reference_error: str | None = None
     cells: list[_Cell] = field(default_factory=list)
     layers: object = None                                 # the per-layer analysis task
@@ -79,7 +76,7 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
                    eval_limit: int | None = None, repeats: int = DEFAULT_REPEATS, layer_images: int = 16, reuse: bool = True,
                    executor=None, shard_size: int = DEFAULT_SHARD_SIZE, artifact_store: Path | None = None,
                    on_step=lambda text: None, on_progress=lambda done, total: None,
-                   arm_cpus: tuple = ()) -> list[ModelReport]:
+                   on_images=lambda done, total: None, arm_cpus: tuple = ()) -> list[ModelReport]:
     """Every (model, target, precision) cell: convert (or reuse) it, evaluate it shard by shard, time it.
 
     The cells, the shards and the int8 per-layer analyses are tasks of `executor` (in this process
@@ -88,25 +85,32 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
     variant after the other once the tasks are done, so that no other task shares the cores with it.
     A cell whose conversion or evaluation fails is listed in the model's `failures` with its error line;
     the others complete. `artifact_store`: a folder every worker and this process reach (else files
-    travel as bytes). `arm_cpus`: each cell of a target that runs on ARM64 is also checked there."""
-    from ..scale import InProcessExecutor
+    travel as bytes). `arm_cpus`: each cell of a target that runs on ARM64 is also checked there.
+
+    The evaluation images travel as references (`evaluation.py`): each shard task reads, decodes and
+    preprocesses its own, so this process holds the shard definitions and the returned logits, never the
+    pixels. `on_images(done, total)`: images evaluated so far, over the reference and every file; the
+    executor's `tally` gets the count and the seconds the tasks took."""
+    from ..scale import Failed, InProcessExecutor
 
     shards(0, shard_size)                                  # refuse a bad size before any work
     executor = executor or InProcessExecutor()
     local = isinstance(executor, InProcessExecutor)
-    jobs = [_new_job(p, out, targets, precisions, eval_data, calib_data, calib_samples, eval_limit)
+    jobs = [_new_job(p, out, targets, precisions, eval_data, calib_data, calib_samples, eval_limit, layer_images)
             for p, out in models]
-    tasks: list[tuple[object, Callable]] = []              # (handle, what to do with its outcome)
+    tasks: list[tuple[object, Callable, int]] = []         # (handle, what to do with its outcome, its images)
 
-    def add(handle, keep) -> None:
-        tasks.append((handle, keep))
+    def add(handle, keep, images: int = 0) -> None:
+        tasks.append((handle, keep, images))
 
     for job in jobs:
         p = job.prepared
         model = executor.put(p)
-        images = [executor.put(job.images[a:b]) for a, b in shards(len(job.images), shard_size)]
-        for i, shard in enumerate(images):
-            add(executor.submit(reference_shard, model, shard), _keep(job.reference_logits, i, job, "reference"))
+        cut = job.evaluation.cut(shard_size)
+        job.report.eval_shards = len(cut)
+        images = [(executor.put(shard), len(shard)) for shard in cut]
+        for i, (shard, count) in enumerate(images):
+            add(executor.submit(reference_shard, model, shard), _keep(job.reference_logits, i, job, "reference"), count)
         calibration = executor.put(job.calibration) if job.calibration is not None else None
         parity = executor.put(parity_inputs(p, None, synthetic=8, real=0))
         store = (job.out_dir if local else
@@ -128,8 +132,9 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
                 cell = _Cell(target_name, precision, handle, reused)
                 job.cells.append(cell)
                 add(handle, _keep_cell(cell, job))
-                for i, shard in enumerate(images):
-                    add(executor.submit(evaluate_shard, handle, shard, executor.threads), _keep(cell.logits, i, cell))
+                for i, (shard, count) in enumerate(images):
+                    add(executor.submit(evaluate_shard, handle, shard, p.preprocess, executor.threads),
+                        _keep(cell.logits, i, cell), count)
                 if precision not in UNQUANTIZED:
                     add(executor.submit(analyze_file, model, handle), _keep_file_layers(cell, job))
         # the per-layer analysis: under the first int8 target that declares the quantizer it uses
@@ -137,17 +142,27 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
                          and Precision.int8 in get_target(t).precisions), None)
         if job.calibration is not None and Precision.int8 in precisions and analyzer is not None:
             calib = [x for batch in job.calibration.batches for x in batch][:64]
-            chosen = list(torch.from_numpy(job.images[:layer_images]))
+            chosen = list(torch.from_numpy(job.head[:layer_images]))
             job.layers = executor.submit(analyze_layers, model, analyzer, calib, chosen)
             add(job.layers, _keep_layers(job))
 
-    kept = {handle: keep for handle, keep in tasks}
-    total = len(tasks) + sum(1 + len(job.cells) for job in jobs)        # + one timing per variant
+    kept = {handle: (keep, images) for handle, keep, images in tasks}
+    submitted = len(tasks)
+    total = submitted + sum(1 + len(job.cells) for job in jobs)         # + one timing per variant
+    images_total, images_done, started = sum(images for *_, images in tasks), 0, time.perf_counter()
+    outcomes = executor.completed([h for h, *_ in tasks])
+    tasks.clear()                          # each outcome is let go once kept: Ray can free it from its store
     on_step("converting and evaluating")
-    for done, (handle, outcome) in enumerate(executor.completed([h for h, _ in tasks]), 1):
-        kept[handle](outcome)
+    for done, (handle, outcome) in enumerate(outcomes, 1):
+        keep, images = kept.pop(handle)
+        keep(outcome)
         on_progress(done, total)
-    done = len(tasks)
+        if images:
+            images_done += images
+            on_images(images_done, images_total)
+            executor.tally.images += 0 if isinstance(outcome, Failed) else images
+    executor.tally.seconds += time.perf_counter() - started
+    done = submitted
     for job in jobs:
         on_step(f"{job.prepared.name}: timing, one variant after the other")
         done = _finish(job, repeats, done, total, on_progress)
@@ -155,11 +170,11 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
 
 
 def _new_job(prepared: PreparedModel, out_dir: Path, targets, precisions, eval_data, calib_data,
-                 calib_samples, eval_limit) -> _Job:
-    evaluation = evaluation_images(prepared, eval_data, eval_limit)
+                 calib_samples, eval_limit, layer_images: int = HEAD_IMAGES) -> _Job:
+    evaluation = evaluation_set(prepared, eval_data, eval_limit)
     report = ModelReport(prepared.name, prepared.weights, prepared.image_size, evaluation.source,
-                         len(evaluation.images), evaluation.skipped, None, 0, None, (0.0, 0.0))
-    job = _Job(prepared, Path(out_dir), evaluation.images.numpy(), evaluation.labels.numpy(), report)
+                         len(evaluation), 0, None, 0, None, (0.0, 0.0))
+    job = _Job(prepared, Path(out_dir), evaluation, _head(evaluation, prepared, layer_images), report)
     if any(get_target(t).needs_calibration(p) for t in targets for p in precisions):
         job.calibration = calibration_for(prepared, calib_data, eval_data, calib_samples, progress=True)
         report.calib_source, report.calib_images = job.calibration.source, job.calibration.samples
@@ -168,7 +183,8 @@ def _new_job(prepared: PreparedModel, out_dir: Path, targets, precisions, eval_d
 
 
 def _keep(into: dict, index: int, owner, what: str = ""):
-    """Store a shard's logits at its index; a failed shard marks its owner (a cell or the reference)."""
+    """Store a shard's logits at its index (copied: Ray hands back views of its shared store, which would
+    stay pinned); a failed shard marks its owner (a cell or the reference)."""
     from ..scale import Failed
 
     def keep(outcome) -> None:
@@ -178,7 +194,7 @@ def _keep(into: dict, index: int, owner, what: str = ""):
             elif owner.error is None:                # a failed conversion already says why
                 owner.error = f"evaluation failed (shard {index + 1}): {outcome.error}"
             return
-        into[index] = outcome
+        into[index] = ShardLogits(np.array(outcome.logits), np.array(outcome.labels), outcome.unreadable)  # owned
     return keep
 
 
@@ -217,26 +233,62 @@ def _keep_layers(job: _Job):
     return keep
 
 
+def _head(evaluation: EvaluationSet, prepared: PreparedModel, count: int) -> np.ndarray:
+    """The first readable evaluation images (up to `count`), decoded here; a synthetic image when none of
+    them reads (latency needs one image of the right shape; the shards report the unreadable ones)."""
+    head = evaluation.images.part(0, max(count, 1)).read(prepared.preprocess).images
+    return head if len(head) else synthetic_images(1, prepared.image_size, prepared.preprocess).numpy()
+
+
 def _gathered(parts: dict) -> np.ndarray:
-    """Shard logits in image order."""
-    return np.concatenate([parts[i] for i in sorted(parts)]) if parts else np.zeros((0, 0), np.float32)
+    """Shard logits in image order (a shard with no readable image adds no row)."""
+    rows = [parts[i].logits for i in sorted(parts) if len(parts[i].labels)]
+    return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+
+
+def _read_differently(cell: _Cell, reference: dict) -> str | None:
+    """A file's shards must have read the very images the reference's did (a file that became unreadable
+    in between would shift every row after it): the first shard that did not, as an error."""
+    for i in sorted(cell.logits):
+        mine, theirs = cell.logits[i], reference[i]
+        if mine.unreadable != theirs.unreadable or not np.array_equal(mine.labels, theirs.labels):
+            return (f"evaluation failed (shard {i + 1}): it read {len(mine.labels)} images, the PyTorch reference "
+                    f"{len(theirs.labels)} (unreadable here: {', '.join(mine.unreadable) or 'none'})")
+    return None
+
+
+def _reference(job: _Job) -> tuple[np.ndarray | None, np.ndarray]:
+    """The PyTorch logits and the labels of every readable image, in order; what was unreadable goes to the
+    report. (None, labels) when the reference failed or could read nothing."""
+    report, parts = job.report, job.reference_logits
+    if job.reference_error is not None:
+        return None, np.zeros(0, np.int64)
+    ordered = [parts[i] for i in sorted(parts)]
+    report.eval_unreadable = [name for part in ordered for name in part.unreadable]
+    report.eval_skipped = len(report.eval_unreadable)
+    labels = np.concatenate([part.labels for part in ordered]) if ordered else np.zeros(0, np.int64)
+    report.eval_images = len(labels)
+    if not len(labels):
+        job.reference_error = f"none of the {len(job.evaluation)} images of {job.evaluation.source} could be read"
+        return None, labels
+    return _gathered(parts), labels
 
 
 def _finish(job: _Job, repeats: int, done: int, total: int, on_progress) -> int:
     """Figures from the gathered logits; latency timed here, one variant after the other."""
     p, report = job.prepared, job.report
-    labels = job.labels
-    report.torch_latency_ms = time_reference(p, job.images[:1], repeats)
+    report.torch_latency_ms = time_reference(p, job.head[:1], repeats)
     done += 1
     on_progress(done, total)
-    reference = None
-    if job.reference_error is None:
-        reference = _gathered(job.reference_logits)
+    reference, labels = _reference(job)
+    if reference is not None:
         report.torch_accuracy = accuracy(reference, labels)
     fp32_size: dict[str, int] = {}
     for cell in job.cells:
         done += 1
         cell_name = f"{cell.target} {cell.precision.value}"
+        if cell.error is None and reference is not None:
+            cell.error = _read_differently(cell, job.reference_logits)
         if cell.error is None and reference is None:
             cell.error = f"not evaluated: the PyTorch reference failed: {job.reference_error}"
         if cell.error is not None:
@@ -246,7 +298,7 @@ def _finish(job: _Job, repeats: int, done: int, total: int, on_progress) -> int:
         artifact = replace(cell.result.artifact, path=job.out_dir / cell.result.parcel.relpath)
         if cell.precision is Precision.fp32:
             fp32_size[cell.target] = artifact.size_bytes
-        latency, note, engine = time_artifact(cell.target, artifact, job.images[:1], repeats)
+        latency, note, engine = time_artifact(cell.target, artifact, job.head[:1], repeats)
         logits = _gathered(cell.logits)
         figures = evaluate_logits(logits, labels, reference, report.torch_accuracy)
         size = artifact.size_bytes

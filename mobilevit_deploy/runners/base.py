@@ -12,12 +12,30 @@ owns its own layout (NHWC for TFLite) and integer I/O, so comparisons see one la
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import os
 from typing import Any
 
 import numpy as np
 
 from ..errors import ArtifactError, RunnerStateError
 from .timing import time_calls
+
+
+THREADS_VARIABLE = "MVDEPLOY_THREADS"
+DEFAULT_THREADS = 2             # a phone's big cores run a model on two or more; so does parity here
+
+
+def engine_threads() -> int:
+    """The threads an engine runs on unless told otherwise: $MVDEPLOY_THREADS, else 2. Set it to 1 where
+    several engines share few cores (a CI runner, parallel test workers): pools that spin while they wait
+    for each other then cost more CPU than they save."""
+    value = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_THREADS
+    if not value.isdigit() or int(value) < 1:
+        from ..errors import InvalidValueError
+        raise InvalidValueError(f"{THREADS_VARIABLE} must be a whole number of at least 1; got {value!r}")
+    return int(value)
 
 
 class Runner(ABC):

@@ -18,6 +18,7 @@ from ..errors import ArtifactError
 from ..formats.pte import SCALAR_TYPES, read_pte
 from ..spec import Artifact
 from ..versions import version_of
+from .base import engine_threads
 from .worker import WORKER_TIMEOUT_S, WorkerRunner
 
 
@@ -30,9 +31,9 @@ class ExecuTorchRunner(WorkerRunner):
     stderr_noise = ("[cpuinfo_utils.cpp", "[XNNPACKBackend.cpp", "[program.cpp", "[method.cpp:")
     stderr_noise_anywhere = ("Failed to load",)
 
-    def __init__(self, artifact: Artifact, *, num_threads: int = 2, timeout_s: float = WORKER_TIMEOUT_S):
+    def __init__(self, artifact: Artifact, *, num_threads: int | None = None, timeout_s: float = WORKER_TIMEOUT_S):
         super().__init__(artifact, timeout_s)
-        self.num_threads = num_threads
+        self.num_threads = num_threads or engine_threads()
         self.threads: int | None = None    # the thread pool size the worker reports after load
         self.inputs: list[dict] = []       # the runtime's own view: shape, dtype (ScalarType code)
         self.outputs: list[dict] = []

@@ -20,6 +20,7 @@ from ..errors import ArtifactError
 from ..formats.tflite import read_tflite, refuse_custom_ops
 from ..spec import Artifact
 from ..versions import version_of
+from .base import engine_threads
 from .worker import WORKER_TIMEOUT_S, WorkerRunner
 
 
@@ -32,10 +33,10 @@ class LiteRTRunner(WorkerRunner):
     stderr_noise = ("INFO: Created TensorFlow Lite", "WARNING: All log messages", "ERROR: Subgraph reshaping")
     worker_env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
-    def __init__(self, artifact: Artifact, *, num_threads: int = 2, preserve_all_tensors: bool = False,
+    def __init__(self, artifact: Artifact, *, num_threads: int | None = None, preserve_all_tensors: bool = False,
                  timeout_s: float = WORKER_TIMEOUT_S, arm_cpu: CpuProfile | None = None):
         super().__init__(artifact, timeout_s, arm_cpu)
-        self.num_threads = num_threads
+        self.num_threads = num_threads or engine_threads()
         self.preserve_all_tensors = preserve_all_tensors   # keep intermediates for tensor() (no XNNPACK)
         self.inputs: list[dict] = []       # the interpreter's own view: name, index, shape, dtype, scale, zero_point
         self.outputs: list[dict] = []

@@ -7,15 +7,15 @@ import numpy as np
 
 from ..errors import ArtifactError, first_line
 from ..spec import Artifact, Layout
-from .base import Runner
+from .base import Runner, engine_threads
 
 
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
-    def __init__(self, artifact: Artifact, *, num_threads: int = 2):
+    def __init__(self, artifact: Artifact, *, num_threads: int | None = None):
         super().__init__(artifact)
-        self.num_threads = num_threads
+        self.num_threads = num_threads or engine_threads()
         self.session = None
 
     @property

@@ -87,7 +87,7 @@ class ExecuTorchTarget(BaseTarget):
             raise ArtifactError(f"{path}: expected float32 logits, found {[(t.shape, t.dtype) for t in facts.outputs]}")
         return _describe(path, facts, precision or precision_of(facts), "", ())
 
-    def runner(self, artifact: Artifact, *, num_threads: int = 2, **engine_options) -> ExecuTorchRunner:
+    def runner(self, artifact: Artifact, *, num_threads: int | None = None, **engine_options) -> ExecuTorchRunner:
         return ExecuTorchRunner(artifact, num_threads=num_threads, **engine_options)
 
 

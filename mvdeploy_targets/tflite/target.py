@@ -128,7 +128,7 @@ class TFLiteTarget(BaseTarget):
                                 f"found {[t.shape for t in facts.inputs]}")
         return _describe(path, facts, precision or precision_of(facts, declared_precision(path)), "", ())
 
-    def runner(self, artifact: Artifact, *, num_threads: int = 2, **engine_options) -> LiteRTRunner:
+    def runner(self, artifact: Artifact, *, num_threads: int | None = None, **engine_options) -> LiteRTRunner:
         return LiteRTRunner(artifact, num_threads=num_threads, **engine_options)
 
     def _refuse_degenerate(self, artifact: Artifact, model: nn.Module, converter: str) -> None:
