@@ -37,7 +37,9 @@ def test_bench_interleaves_and_reports_ratios_to_the_first(tmp_path):
 def test_one_file_timed_twice_around_other_engines_agrees_with_itself(model_file, tmp_path):
     """Engines must not disturb each other's timing: the same TFLite file, benched before and after an
     onnxruntime file (its threads no longer spin) and an ExecuTorch file, in one interleaved run.
-    Not a speed assertion: a ratio of one file to itself, within 10%."""
+    Not a speed assertion: the file against itself, within 10% or its own spread (p10-p90) if that is wider,
+    as bench's control judges it (the other xdist worker shares the cores: 1.12x once, with a spread of 40%);
+    a spinning onnxruntime pool made it 1.88x."""
     import shutil
 
     from mobilevit_deploy.spec import Precision
@@ -48,7 +50,9 @@ def test_one_file_timed_twice_around_other_engines_agrees_with_itself(model_file
     run = bench([*files, again], num_threads=1, rounds=10, per_round=5)
     first, last = run.rows[0], run.rows[-1]
     assert [r.target for r in run.rows] == ["tflite", "onnx", "executorch", "tflite"]
-    assert 0.9 <= last.median_ms / first.median_ms <= 1.1, [(r.target, r.median_ms, r.p10_ms, r.p90_ms) for r in run.rows]
+    allowed = max(0.1 * first.median_ms, first.p90_ms - first.p10_ms)
+    assert abs(last.median_ms - first.median_ms) <= allowed, [(r.target, r.median_ms, r.p10_ms, r.p90_ms) for r in run.rows]
+    assert allowed < 0.5 * first.median_ms, "too noisy to tell a disturbed timing from an undisturbed one"
 
 
 def test_onnxruntime_threads_sleep_when_idle(tmp_path):
