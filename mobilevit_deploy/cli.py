@@ -177,7 +177,7 @@ def convert(
         "--max-accuracy-drop", metavar="PT", help="int8: keep the noisiest layers float, one per step, until top-1 is "
                                                   "within PT points of PyTorch fp32 (needs evaluation images)")] = None,
     eval_data: Annotated[Optional[Path], typer.Option(
-        "--eval-data", help="with --max-accuracy-drop: labelled images (ImageFolder) calibration does not use "
+        "--eval-data", help="with --max-accuracy-drop: labelled images (an ImageFolder tree or a path,label listing) calibration does not use "
                             "[default: the reference checkpoint's test split]")] = None,
     budget_steps: Annotated[int, typer.Option("--budget-steps", help="with --max-accuracy-drop: at most this many "
                                                                      "layers kept float")] = DEFAULT_STEPS,

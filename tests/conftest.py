@@ -46,7 +46,7 @@ UNIT = {"test_compare", "test_data", "test_fusion", "test_weights", "test_models
 # then these files, longest first; every other file follows in collection order).
 # test_integrity (the matrix's TFLite fp16/int8 and ExecuTorch int8 files) comes after the first long files,
 # so that the matrix has made most of them.
-LONGEST_FIRST = ["test_matrix", "test_wheel", "test_bundle", "test_hardening", "test_scale", "test_integrity", "test_arm64", "test_tflite",
+LONGEST_FIRST = ["test_matrix", "test_wheel", "test_bundle", "test_hardening", "test_scale", "test_integrity", "test_budget", "test_arm64", "test_tflite",
                  "test_cli", "test_debug", "test_coreml", "test_hf_folder", "test_foreign_weights", "test_executorch",
                  "test_diagnose", "test_mil"]
 # Handed out after every other file: tests that read a file another test converts (waiting on its lock idles a core).

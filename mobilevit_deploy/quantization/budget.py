@@ -159,14 +159,25 @@ def budget_for(max_drop: float | None, eval_data: Path | None = None,
     return AccuracyBudget(max_drop, Path(eval_data) if eval_data is not None else None, steps=steps)
 
 
-def _evaluation(prepared, eval_data: Path | None, limit: int | None):
-    from .evaluate import evaluation_images
+@dataclass(frozen=True, eq=False)
+class _Evaluation:
+    """The budget's evaluation images, decoded (a budget measures one file per step on all of them)."""
 
-    loaded = evaluation_images(prepared, eval_data, limit)
-    if len(loaded.images) == 0 or bool((loaded.labels < 0).any()):
-        raise DataError(f"--max-accuracy-drop needs labelled evaluation images; {loaded.source} has none "
-                        "(an ImageFolder tree: one folder per class)")
-    return loaded
+    images: np.ndarray               # [N, 3, H, W] float32
+    labels: np.ndarray               # [N] int64
+    source: str
+
+
+def _evaluation(prepared, eval_data: Path | None, limit: int | None) -> _Evaluation:
+    from .evaluate import evaluation_set
+
+    chosen = evaluation_set(prepared, eval_data, limit)
+    loaded = chosen.images.read(prepared.preprocess)
+    if len(loaded.labels) == 0 or bool((loaded.labels < 0).any()):
+        raise DataError(f"--max-accuracy-drop needs labelled evaluation images; {chosen.source} has none "
+                        "(an ImageFolder tree: one folder per class, or a path,label listing)")
+    skipped = f" ({len(loaded.unreadable)} unreadable, skipped: {loaded.unreadable[0]}, ...)" if loaded.unreadable else ""
+    return _Evaluation(loaded.images, loaded.labels, chosen.source + skipped)
 
 
 def _reference_accuracy(prepared, evaluation) -> float:
@@ -174,7 +185,7 @@ def _reference_accuracy(prepared, evaluation) -> float:
     from .evaluate import accuracy
 
     with TorchRunner(prepared.model, input_shape=prepared.input_shape) as runner:
-        return float(accuracy(runner.infer(evaluation.images.numpy()), evaluation.labels.numpy()))
+        return float(accuracy(runner.infer(evaluation.images), evaluation.labels))
 
 
 def _host() -> str:
@@ -189,7 +200,7 @@ def _measure(target, prepared, artifact, evaluation, run: BudgetRun, data) -> Bu
     from .evaluate import accuracy
 
     with target.runner(artifact) as runner:
-        top1 = float(accuracy(runner.infer(evaluation.images.numpy()), evaluation.labels.numpy()))
+        top1 = float(accuracy(runner.infer(evaluation.images), evaluation.labels))
     ranking = debug_artifact(target, artifact, prepared, data).ranking(top=10 ** 6)
     return BudgetStep(list(artifact.keep_float), top1, 100 * (run.reference_accuracy - top1),
                       size_bytes=artifact.size_bytes,
