@@ -180,3 +180,22 @@ def test_api_strict_check_raises_parity_error(tmp_path):
     assert not mvd.check(result.artifact.path, model="mobilevit_xxs").passed   # vs the digits checkpoint
     with pytest.raises(mvd.ParityError, match="parity failed"):
         mvd.check(result.artifact.path, model="mobilevit_xxs", strict=True)
+
+
+COMMAND_LINES = 35      # a command's body: parse what the options left, one library call, render
+
+
+def command_lengths(source: str) -> dict[str, int]:
+    """Lines of each `@app.command` function's body (docstring to end): the signature is the option
+    declarations, the body is what the command does."""
+    tree = ast.parse(source)
+    return {node.name: node.end_lineno - node.body[0].lineno + 1 for node in tree.body
+            if isinstance(node, ast.FunctionDef) and any("command" in ast.unparse(d) for d in node.decorator_list)}
+
+
+def test_every_cli_command_is_thin():
+    lengths = command_lengths((ROOT / "mobilevit_deploy" / "cli.py").read_text())
+    assert {"convert", "check", "report", "bundle", "verify", "debug", "bench"} <= set(lengths)
+    assert {name: n for name, n in lengths.items() if n > COMMAND_LINES} == {}
+    fat = "import typer\napp = typer.Typer()\n@app.command()\ndef fat():\n" + "    x = 1\n" * (COMMAND_LINES + 1)
+    assert command_lengths(fat) == {"fat": COMMAND_LINES + 1}          # it would notice one that holds policy
