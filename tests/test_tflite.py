@@ -292,7 +292,7 @@ def test_worker_crash_is_an_error_naming_the_signal(converted, images):
 
 def test_broken_dynamic_file_is_refused(toy, tmp_path, monkeypatch):
     """An int8-dynamic conversion whose file outputs zeros is a ConversionError, and no file is left."""
-    def zero_outputs(module, example, calibration, nhwc):
+    def zero_outputs(module, example, calibration, nhwc, keep_float):
         import litert_torch
         return litert_torch.convert(Scaled(module, 0.0), example), []
 
