@@ -1,12 +1,11 @@
 """Rendering only: a quantization Report as report.json, report.md and a self-contained report.html."""
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 
+from .figures import png_base64, pyplot
 from .outputs import ensure_folder, write_text_atomic
 
 
@@ -161,18 +160,9 @@ def to_markdown(report) -> str:
     return "\n".join(out)
 
 
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def plots(report) -> dict[str, str]:
     """Base64 PNGs: accuracy against size, latency per variant, per-layer SQNR."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out = {}
     fig, ax = plt.subplots(figsize=(7, 4))
     for m in report.models:
@@ -188,8 +178,7 @@ def plots(report) -> dict[str, str]:
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("accuracy against size (dotted: PyTorch fp32)")
     ax.legend(fontsize=7)
-    out["accuracy_vs_size"] = _png(fig)
-    plt.close(fig)
+    out["accuracy_vs_size"] = png_base64(fig)
 
     timed = [(f"{m.model}\n{r.target} {r.precision}", r.latency_ms_median, r.latency_ms_p90)
              for m in report.models for r in m.rows if r.latency_ms_median is not None]
@@ -203,8 +192,7 @@ def plots(report) -> dict[str, str]:
         ax.set_title(f"latency per variant on this machine (PyTorch eager, not drawn: {eager})", fontsize=9)
         ax.tick_params(axis="x", labelsize=7, rotation=60)
         ax.legend(fontsize=7)
-        out["latency"] = _png(fig)
-        plt.close(fig)
+        out["latency"] = png_base64(fig)
 
     for m in report.models:
         if not m.layers:
@@ -218,8 +206,7 @@ def plots(report) -> dict[str, str]:
         ax.set_xlabel("layer (execution order)")
         ax.set_ylabel("output SQNR (dB)")
         ax.set_title(f"{m.model}: int8 SQNR by layer (labels: the layers adding the most noise)")
-        out[f"layers_{m.model}"] = _png(fig)
-        plt.close(fig)
+        out[f"layers_{m.model}"] = png_base64(fig)
     return out
 
 

@@ -1,9 +1,7 @@
 """The debug report: one record per mapped module, the first divergence, and its JSON and HTML forms."""
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,10 +95,9 @@ def write(report: DebugReport, artifact: Path) -> tuple[Path, Path]:
 
 
 def _plot(report: DebugReport) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..figures import png_base64, pyplot
 
+    plt = pyplot()
     layers = report.layers
     fig, ax = plt.subplots(figsize=(10, 3.8))
     x = list(range(len(layers)))
@@ -119,10 +116,7 @@ def _plot(report: DebugReport) -> str:
     rel.set_ylabel("max_rel", color="orange")
     ax.set_title(f"{Path(report.artifact).name}: error along depth")
     ax.legend(fontsize=7, loc="lower left")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return png_base64(fig)
 
 
 def to_html(report: DebugReport) -> str:

@@ -299,17 +299,12 @@ def to_html(run: BudgetRun, name: str) -> str:
 
 def _plot(run: BudgetRun) -> str:
     """Accuracy against latency ratio, one point per step, labelled by step; '' without latencies."""
-    import base64
-    import io
+    from ..figures import png_base64, pyplot
 
     points = [(s.latency_ratio, 100 * s.accuracy) for s in run.steps if s.latency_ratio is not None]
     if not points:
         return ""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     ax.plot(*zip(*points), marker="o")
     for i, (x, y) in enumerate(points):
         ax.annotate(f"step {i}", (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
@@ -317,7 +312,4 @@ def _plot(run: BudgetRun) -> str:
     ax.set_xlabel("latency / first step's")
     ax.set_ylabel("top-1 %")
     ax.legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return png_base64(fig, dpi=100)
