@@ -29,7 +29,7 @@ from .emulation import CpuProfile
 from .errors import (ArtifactError, DataError, DegenerateReferenceError, InputSizeError, InvalidValueError,
                      ShapeMismatchError, at_least, first_line)
 from .fusion import fuse
-from .models import create_model, model_config
+from .models import create_model, model_config, trained_size
 from .models.model_folder import ModelFolder, class_count, model_name, read_model_folder
 from .models.layers import fuse_conv_bn
 from .models.weights import head_classes, load_state, load_weights, read_checkpoint
@@ -139,8 +139,12 @@ def prepare_model(name: str | None, weights: Path | str | None = None, num_class
     notes = [*(folder.notes if folder is not None else ()), *([classes_note] if classes_note else [])]
     if image_size is not None and folder_size is not None and image_size != folder_size:
         notes.append(f"input {image_size}x{image_size} from --image-size (the folder says {folder_size})")
-    # a weights file is taken as trained at the config's side, as every public checkpoint is
-    model = create_model(name, num_classes=classes, image_size=size, trained_size=config.default_image_size)
+    # a weights file is taken as trained at the config's side, as every public checkpoint is, unless its
+    # Swin bias tables say it was trained at this side
+    trained = config.default_image_size if folder is not None else trained_size(name, state, size)
+    if trained != config.default_image_size:
+        notes.append(f"taken as trained at {size}x{size}: its Swin bias tables are the ones of that side")
+    model = create_model(name, num_classes=classes, image_size=size, trained_size=trained)
     report = load_state(model, state, read_notes, Path(weights), name, weights_format)
     return PreparedModel(name, model.eval(), size, classes, preprocess, str(weights),
                          list(folder.labels) if folder is not None and folder.labels else None,

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mobilevit_deploy import pipeline
-from mobilevit_deploy.errors import BudgetError, ConversionError, InvalidValueError
+from mobilevit_deploy.errors import ConversionError, InvalidValueError
 from mobilevit_deploy.fusion import fuse
 from mobilevit_deploy.parity import parity_path
 from mobilevit_deploy.quantization.budget import AccuracyBudget, budget_paths
@@ -152,17 +152,30 @@ def test_keep_float_refused_before_any_work(tmp_path, target, precisions, keep, 
     assert not (tmp_path / "out").exists()
 
 
-def test_a_budget_that_cannot_be_met_is_one_line_and_nothing_written(tmp_path):
-    """No layer allowed to stay float (steps=0): one BudgetError line naming the best step, no output
-    folder. (Through the API: a weights file of this model would be taken as trained at 224 and its Swin
-    tables resized; the CLI turns the error into that line and exit 1, as for any MvDeployError, below.)"""
+def test_a_budget_that_cannot_be_met_is_one_line_and_nothing_written(run, tmp_path):
+    """Through the CLI, with the outlier weights as a user's file (trained at 64: its Swin bias tables say so)
+    and the held-out digits as an --eval-data folder: no layer allowed to stay float (--budget-steps 0), so
+    the budget cannot be met: one line naming the best step, exit 1, no output folder."""
+    from safetensors.torch import save_file
+
+    from mobilevit_deploy.digits import digit_image, digits_split
+    from toys import digit_pngs
+
+    weights = tmp_path / "outlier.safetensors"
+    save_file({k: v.contiguous() for k, v in outlier_swin().model.state_dict().items()}, weights)
+    digit_pngs(tmp_path / "eval", 450)                             # the whole test split
+    train = digits_split().train
+    for i in range(64):                                            # calibration: training digits, disjoint
+        (tmp_path / "calib" / f"{train.labels[i]}").mkdir(parents=True, exist_ok=True)
+        digit_image(train.images[i]).save(tmp_path / "calib" / f"{train.labels[i]}" / f"t{i:03d}.png")
     out = tmp_path / "out"
-    with pytest.raises(BudgetError) as info:
-        pipeline.convert_model(outlier_swin(), "tflite", "int8", out, calib_samples=64, check=False,
-                               budget=AccuracyBudget(0.5, steps=0))
-    line = str(info.value)
-    assert "\n" not in line and "cannot be met in 1 steps" in line and "keeping in float: nothing" in line, line
-    assert float(line.split("lost ")[1].split(" points")[0]) >= 2.0
+    result = run("convert", "swin_micro", "--weights", weights, "--image-size", 64, "--precision", "int8",
+                 "--calib-data", tmp_path / "calib", "--eval-data", tmp_path / "eval", "--max-accuracy-drop", 0.5,
+                 "--budget-steps", 0, "--no-check", "--out", out)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "cannot be met in 1 step:" in lines[0] and "keeping in float: nothing" in lines[0], lines
+    assert float(lines[0].split("lost ")[1].split(" points")[0]) > 1.0     # 1.78 measured: twice the budget
     assert not out.exists()
 
 

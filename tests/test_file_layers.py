@@ -44,8 +44,17 @@ def test_the_tables_first_layer_is_debugs_first_in_the_shipped_tflite_file(model
     assert text.index(f"| {PROJ} | Linear |") < text.index("PT2E view (not a shipped file)")
 
 
-def test_executorch_files_say_why_they_have_no_table(model_file):
+def test_the_executorch_table_is_measured_inside_the_xnnpack_delegate(model_file, tmp_path):
+    """The shipped .pte, its XNNPACK delegates' values exposed as outputs of a copy (same operators, weights
+    and scales: the copy's logits equal the file's): the table ranks what `debug` ranks, int8 layers by name."""
     plain = model_file("mobilevit_xxs", "executorch", Precision.int8)
+    path = tmp_path / plain.path.name
+    shutil.copy(plain.path, path)
     prepared = pipeline.prepare_model("mobilevit_xxs", image_size=64)
     table = analyze_file(prepared, reused_cell(plain.path, "executorch", Precision.int8, plain.path.parent, None))
-    assert table.layers == [] and "does not expose a file's intermediate tensors" in table.why
+    debug = debug_file(path, "mobilevit_xxs", write_files=False)
+    assert table.why is None and len(table.layers) == len(debug.layers) > 100
+    worst = table.worst(5)
+    assert [w["module"] for w in worst] == [r.module for r in debug.ranking(5)]
+    assert {w["kind"] for w in worst} <= {"Conv2d", "Linear"} and worst[0]["noise_added"] > 0.005
+    assert "XNNPACK values exposed as outputs" in debug.engine

@@ -442,3 +442,25 @@ def test_fusion_keeps_the_logits(name):
         assert not any(isinstance(m, nn.BatchNorm2d) for m in result.model.modules())
     scale = expected.abs().max().clamp(min=1.0)
     assert (fused - expected).abs().max() <= 1e-5 * scale
+
+
+def test_a_swin_weights_file_trained_at_a_small_side_loads_as_trained_there():
+    """The swin_micro digits checkpoint (trained at 64: windows clamped to 7, 7, 4, 2) given as a user's
+    --weights file at 64 computes what the reference model computes; the control: a file whose tables are
+    those of a Swin trained at 224 (7 everywhere) is still taken as trained at 224 and its tables resized."""
+    from mobilevit_deploy import pipeline
+    from mobilevit_deploy.checkpoints import REFERENCE_CHECKPOINTS
+    from mobilevit_deploy.models import trained_size
+
+    path = REFERENCE_CHECKPOINTS["swin_micro"].path
+    as_file = pipeline.prepare_model("swin_micro", weights=path, image_size=64)
+    reference = pipeline.prepare_model("swin_micro", image_size=64)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(as_file.model(x), reference.model(x))
+    assert any("taken as trained at 64x64" in note for note in as_file.notes)
+
+    at_224 = create_model("swin_micro", num_classes=10, image_size=224).state_dict()
+    assert trained_size("swin_micro", at_224, 64) == 224 and trained_size("swin_micro", at_224, 224) == 224
+    assert trained_size("swin_micro", reference.model.state_dict(), 64) == 64
+    assert trained_size("mobilevit_xxs", reference.model.state_dict(), 64) == 256     # MobileViT: every side

@@ -20,16 +20,16 @@ from dataclasses import dataclass
 
 NAME, MATCHED, UNMAPPED = "name", "matched", "unmapped"
 
-# PyTorch leaf module class -> the op types (ONNX, MIL and TFLite spellings) that compute its output.
+# PyTorch leaf module class -> the op types (ONNX, MIL, TFLite and XNNPACK spellings) that compute its output.
 LEAF_OPS: dict[str, frozenset[str]] = {
-    "Conv2d": frozenset({"Conv", "conv", "CONV_2D", "DEPTHWISE_CONV_2D"}),
-    "Linear": frozenset({"Gemm", "MatMul", "linear", "matmul", "FULLY_CONNECTED", "BATCH_MATMUL"}),
+    "Conv2d": frozenset({"Conv", "conv", "CONV_2D", "DEPTHWISE_CONV_2D", "XNNConv2d", "XNNDepthwiseConv2d"}),
+    "Linear": frozenset({"Gemm", "MatMul", "linear", "matmul", "FULLY_CONNECTED", "BATCH_MATMUL", "XNNFullyConnected"}),
     "LayerNorm": frozenset({"LayerNormalization", "layer_norm"}),
     "BatchNorm2d": frozenset({"BatchNormalization", "batch_norm"}),
     "GELU": frozenset({"Gelu", "gelu", "GELU"}),
     "SiLU": frozenset({"silu"}),
     "ReLU": frozenset({"Relu", "relu", "RELU"}),
-    "Softmax": frozenset({"Softmax", "softmax", "SOFTMAX"}),
+    "Softmax": frozenset({"Softmax", "softmax", "SOFTMAX", "XNNSoftmax"}),
 }
 
 

@@ -198,6 +198,48 @@ class CoreMLCapture(_OpenOnce):
         return INTERPRETER_ENGINE + ", every op's result kept"
 
 
+class ExecuTorchCapture(_OpenOnce):
+    """The ExecuTorch runtime on a copy of the file whose XNNPACK delegates hand out every value they
+    compute as an extra output (formats/pte_expose.py: same operators, weights and scales). An exposed
+    value stops XNNPACK fusing across it, so the copy is trusted only if its logits equal the file's."""
+
+    nhwc_first = True        # XNNPACK keeps 4-D activations NHWC after the input's transpose
+
+    def __init__(self, artifact: Artifact, module_names: set[str], workdir: Path):
+        from ..formats.pte_expose import expose_intermediates
+        from ..runners.executorch import ExecuTorchRunner
+
+        self.artifact = artifact
+        copy = Path(workdir) / Path(artifact.path).name
+        self.exposed = {v.output: v for v in expose_intermediates(Path(artifact.path), copy)}
+        self.runner = ExecuTorchRunner(replace(artifact, path=copy))
+
+    def tensors(self, first_image: np.ndarray) -> list[ArtifactTensor]:
+        from ..runners.executorch import ExecuTorchRunner
+
+        with ExecuTorchRunner(self.artifact) as shipped:
+            expected = shipped.infer(first_image[None])
+        if not np.array_equal(self.runner.infer(first_image[None]), expected):
+            raise ArtifactError(f"{self.artifact.path}: with its XNNPACK values exposed the program computes "
+                                "other logits, so its intermediate values would not be the shipped file's")
+        return [ArtifactTensor(v.output, f"delegate call {v.call}, node {v.node} {v.op}", order, v.shape, None, v.op)
+                for order, v in enumerate(self.exposed.values())]
+
+    def values(self, keys: list, images: np.ndarray) -> dict:
+        per_key: dict = {k: [] for k in keys}
+        for i in range(len(images)):
+            for k, value in self.runner.infer_intermediates(images[i:i + 1], keys).items():
+                exposed = self.exposed[k]
+                real = (value.astype(np.float32) if exposed.scale is None else
+                        ((value.astype(np.float32) - exposed.zero_point) * exposed.scale).astype(np.float32))
+                per_key[k].append(real)
+        return {k: np.stack(v) for k, v in per_key.items()}
+
+    @property
+    def engine(self) -> str:
+        return self.runner.engine + ", XNNPACK values exposed as outputs"
+
+
 def engine_capture(target, artifact: Artifact, module_names: set[str], workdir: Path):
     """The capture `target` declares in its `intermediates` attribute, opened on `artifact`."""
     capture = getattr(target, "intermediates", None)

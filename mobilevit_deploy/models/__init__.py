@@ -62,4 +62,27 @@ def create_model(name: str, num_classes: int = 1000, image_size: int | None = No
     return model.eval()
 
 
-__all__ = ["MODELS", "FAMILIES", "ModelConfig", "create_model", "model_config"]
+
+
+def trained_size(name: str, state: dict, image_size: int) -> int:
+    """The side a weights file of model `name` was trained at: the config's, as every public checkpoint,
+    unless the file's Swin bias tables are those of the model trained at `image_size` and not those of
+    the config's side (a Swin trained at 64 clamps its windows to the small late-stage maps: tables of
+    windows 7, 7, 4, 2 where one trained at 224 has 7 everywhere): then it was trained at `image_size`
+    and loads as it is. MobileViT weights fit every side: the config's."""
+    cfg = model_config(name)
+    if not isinstance(cfg, SwinConfig) or image_size == cfg.default_image_size:
+        return cfg.default_image_size
+    found = _table_shapes(state)
+    at_side = _table_shapes(create_model(name, num_classes=1, image_size=image_size).state_dict())
+    at_default = _table_shapes(create_model(name, num_classes=1, image_size=image_size,
+                                            trained_size=cfg.default_image_size).state_dict())
+    return image_size if found == at_side != at_default else cfg.default_image_size
+
+
+def _table_shapes(state: dict) -> list[tuple[int, ...]]:
+    """The shapes of every relative position bias table, in any checkpoint's naming (ours, timm's, HF's)."""
+    return sorted(tuple(v.shape) for k, v in state.items() if k.endswith("relative_position_bias_table"))
+
+
+__all__ = ["MODELS", "FAMILIES", "ModelConfig", "create_model", "model_config", "trained_size"]

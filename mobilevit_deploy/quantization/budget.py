@@ -67,7 +67,7 @@ class BudgetRun:
                     f"{100 * self.reference_accuracy:.2f}%, budget {self.max_drop:g}) keeping in float: "
                     f"{', '.join(last.keep_float) or 'nothing'}")
         best = self.best()
-        return (f"the accuracy budget of {self.max_drop:g} points cannot be met in {len(self.steps)} steps: the best "
+        return (f"the accuracy budget of {self.max_drop:g} points cannot be met in {_steps(len(self.steps))}: the best "
                 f"step lost {best.drop:.2f} points (top-1 {100 * best.accuracy:.2f}% vs fp32 "
                 f"{100 * self.reference_accuracy:.2f}%) keeping in float: {', '.join(best.keep_float) or 'nothing'}")
 
@@ -157,6 +157,10 @@ def budget_for(max_drop: float | None, eval_data: Path | None = None,
             raise InvalidValueError("--eval-data is what --max-accuracy-drop measures on: pass both, or neither")
         return None
     return AccuracyBudget(max_drop, Path(eval_data) if eval_data is not None else None, steps=steps)
+
+
+def _steps(count: int) -> str:
+    return f"{count} step" if count == 1 else f"{count} steps"
 
 
 @dataclass(frozen=True, eq=False)

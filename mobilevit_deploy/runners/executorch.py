@@ -70,6 +70,12 @@ class ExecuTorchRunner(WorkerRunner):
             raise ArtifactError(f"{self.artifact.path}: the forward method returned no outputs")
         return arrays[0].astype(np.float32, copy=False)
 
+    def _infer_intermediates(self, x: np.ndarray, names: list) -> dict:
+        """The method's outputs at the positions asked for (a copy whose delegates hand out their values:
+        formats/pte_expose.py), as the runtime returns them."""
+        _, arrays = self._request({"op": "infer"}, [np.ascontiguousarray(x, dtype=np.float32)])
+        return {k: arrays[int(k)] for k in names}
+
     def _time_inference(self, image: np.ndarray, repeats: int, warmup: int) -> list[float]:
         """Milliseconds of `execute()` alone, timed inside the worker (no pipe round trip)."""
         x = np.ascontiguousarray(np.asarray(image, dtype=np.float32)[:1])

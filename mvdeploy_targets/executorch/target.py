@@ -14,6 +14,7 @@ from pathlib import Path
 
 from torch import nn
 
+from mobilevit_deploy.debug.capture import ExecuTorchCapture
 from mobilevit_deploy.errors import ArtifactError, ConversionError
 from mobilevit_deploy.formats.pte import PteFacts, precision_of, read_pte
 from mobilevit_deploy.parity.tolerances import FP32, INT8, INT8_REPLICA
@@ -39,6 +40,7 @@ class ExecuTorchTarget(BaseTarget):
     Options = ExecuTorchOptions
     calibrated = (Precision.int8,)
     float_fallback = (Precision.int8,)           # the XNNPACK quantizer's per-module configuration (--keep-float)
+    intermediates = ExecuTorchCapture            # the XNNPACK delegates' values, exposed as outputs of a copy
     tolerances = {Precision.fp32: FP32, Precision.int8: INT8, Precision.int8_dynamic: INT8}
     integrity = {Precision.int8: INT8_REPLICA}
     weights_unread = "the XNNPACK delegate packs a .pte's weights in its own blob, which is not read"
