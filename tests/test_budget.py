@@ -225,13 +225,22 @@ def test_coreml_keep_float_is_in_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("target, precisions, weights, budget, needle", [
-    ("executorch", "int8", None, AccuracyBudget(1), "executorch's engine does not expose"),
+    ("opaque", "int8", None, AccuracyBudget(1), "opaque's engine does not expose"),
     ("tflite", "fp16", None, AccuracyBudget(1), "tflite keeps layers float at: int8, int8-static (asked for fp16)"),
     ("tflite", "int8", None, AccuracyBudget(-1), "--max-accuracy-drop is in points of top-1 (0 to 100); got -1"),
     ("tflite", "int8", "random", AccuracyBudget(1), "it needs trained weights"),
 ], ids=["no-intermediates", "float-precision", "negative", "random-weights"])
 def test_a_budget_is_refused_before_any_work(tmp_path, target, precisions, weights, budget, needle):
-    if get_target(target).unavailable_reason():
+    """"opaque": a third-party target that keeps layers float but whose engine exposes no intermediate values
+    (every built-in target's does)."""
+    if target == "opaque":
+        from mvdeploy_targets.tflite.target import TFLiteTarget
+
+        class Opaque(TFLiteTarget):
+            name = "opaque"
+            intermediates = None
+        target = Opaque()
+    elif get_target(target).unavailable_reason():
         pytest.skip(get_target(target).unavailable_reason())
     with pytest.raises((InvalidValueError, ConversionError)) as info:
         pipeline.convert_model("mobilevit_xxs", target, precisions, tmp_path / "out", weights=weights,
