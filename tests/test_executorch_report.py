@@ -1,7 +1,7 @@
 """`mvdeploy report --targets executorch` on the reference model's .pte files (the matrix's, shared).
 
-Its own file, handed out last (tests/conftest.py): it reads swin_micro's ExecuTorch int8 file, which
-test_integrity (or the matrix) converts first; earlier, it waited up to 65 s on that file's lock while the
+Its own file, handed out last (tests/conftest.py): it reads mobilevit_xxs's ExecuTorch files, which the
+matrix (and test_budget, test_bundle) convert first; earlier, it waited up to 65 s on a file's lock while the
 other worker converted it.
 """
 import pytest
@@ -15,8 +15,8 @@ if get_target("executorch").unavailable_reason():
 
 def test_report_rows_for_executorch(cli, tmp_path, model_file):
     """`mvdeploy report --targets executorch`: size, latency at LiteRT's thread count (2), accuracy,
-    agreement and SQNR for each .pte; swin_micro's int8 program keeps top-1 within 1 point of PyTorch fp32
-    on 200 held-out digits (calibrated on the train split). The report reuses the matrix's checked files
+    agreement and SQNR for each .pte; mobilevit_xxs's int8 program keeps top-1 within 1 point of PyTorch fp32
+    on 200 held-out digits (calibrated on the train split), and its per-layer table is measured in the file. The report reuses the matrix's checked files
     (conftest), as it reuses any checked file an earlier run left in its folder: converting a real model
     to ExecuTorch int8 again would take minutes, and report cells convert through the same sequence
     that the matrix proves (test_report.py covers a report's own conversions)."""
@@ -26,13 +26,13 @@ def test_report_rows_for_executorch(cli, tmp_path, model_file):
     from mobilevit_deploy.parity import parity_path
 
     out = tmp_path / "report"
-    folder = out / "artifacts" / "swin_micro"
+    folder = out / "artifacts" / "mobilevit_xxs"
     folder.mkdir(parents=True)
     for precision in (Precision.fp32, Precision.int8):
-        made = model_file("swin_micro", "executorch", precision)
+        made = model_file("mobilevit_xxs", "executorch", precision)
         shutil.copy2(made.path, folder / made.path.name)
         shutil.copy2(parity_path(made.path), parity_path(folder / made.path.name))
-    result = cli("report", "swin_micro", "--targets", "executorch", "--precisions", "fp32,int8",
+    result = cli("report", "mobilevit_xxs", "--targets", "executorch", "--precisions", "fp32,int8",
                  "--eval-limit", "200", "--repeats", "5", "--out", out)
     assert result.returncode == 0, result.stderr
     (model,) = json.loads((out / "report.json").read_text())["models"]
@@ -46,5 +46,9 @@ def test_report_rows_for_executorch(cli, tmp_path, model_file):
     assert rows["executorch", "fp32"]["sqnr_db"] > 90 and rows["executorch", "fp32"]["accuracy_delta"] == 0.0
     assert 15 < rows["executorch", "int8"]["sqnr_db"] < 90
     assert rows["executorch", "int8"]["size_ratio"] < 0.4
-    assert "| swin_micro | executorch | int8 |" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "| mobilevit_xxs | executorch | int8 |" in text
+    assert "## mobilevit_xxs executorch int8: the layers adding the most noise in the shipped file" in text
+    (table,) = model["file_layers"]
+    assert table["target"] == "executorch" and table["why"] is None and len(table["layers"]) > 100
     assert "what to ship" in result.stdout
