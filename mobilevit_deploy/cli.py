@@ -19,7 +19,7 @@ from .calibration import DEFAULT_SAMPLES
 from .errors import MvDeployError
 from .quantization.budget import DEFAULT_STEPS
 from .quantization.request import (DEFAULT_MODELS, DEFAULT_OUT, DEFAULT_PRECISIONS, DEFAULT_REPEATS,
-                                   DEFAULT_SHARD_SIZE, DEFAULT_TARGETS)
+                                   DEFAULT_SHARD_SIZE, DEFAULT_TARGETS, DEFAULT_FALLBACKS)
 from .emulation import DEFAULT_PROFILE, PROFILES, Arch, arm_cpus
 from .spec import Layout
 
@@ -417,6 +417,7 @@ def report(
     artifact_store: Annotated[Optional[Path], typer.Option("--artifact-store", help="a folder the Ray workers and this machine all reach; files travel through it instead of as bytes")] = None,
     arch: ArchOpt = Arch.host,
     arm_cpu: ArmCpuOpt = DEFAULT_PROFILE,
+    fallbacks: Annotated[int, typer.Option("--fallbacks", help="per int8 file, convert again with each of its N noisiest layers kept float and measure top-1, latency and size (N more conversions per file)")] = DEFAULT_FALLBACKS,
 ) -> None:
     """Size, latency, accuracy and per-layer int8 error of every (target, precision), as JSON, Markdown and HTML.
 
@@ -426,7 +427,8 @@ def report(
 
     request = ReportRequest(models_arg, targets, precisions, weights, weights_format, eval_data, calib_data,
                             eval_limit, repeats, out, not no_reuse, workers, ray_address or None, shard_size,
-                            artifact_store, command=_command_line(), arm_cpus=arm_cpus(arch, arm_cpu))
+                            artifact_store, command=_command_line(), arm_cpus=arm_cpus(arch, arm_cpu),
+                            fallbacks=fallbacks)
     with _report_progress() as (step, advance, images):
         done = run_report(request, on_step=step, on_progress=advance, on_images=images)
     _show_report(done)

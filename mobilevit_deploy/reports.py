@@ -116,6 +116,26 @@ def _file_layer_rows(f, top: int = 8) -> list[tuple[str, ...]]:
     return [(l["module"], l["kind"], f"{l['sqnr_db']:.1f}", f"{100 * l['noise_added']:.3f}%") for l in f.worst(top)]
 
 
+FALLBACK_HEADER = ("kept in float", "kind", "noise added", "top-1 %", "vs this file (points)", "latency ratio", "size MB")
+
+
+def _fallback_rows(f) -> list[tuple[str, ...]]:
+    """The measured fallbacks (--fallbacks): each layer kept float alone, in a file converted again."""
+    def row(r):
+        if "error" in r:
+            return (r["module"], r["kind"], f"{100 * r['noise_added']:.3f}%", r["error"], "", "", "")
+        latency = "-" if r["latency_ratio"] is None else f"{r['latency_ratio']:.2f}"
+        return (r["module"], r["kind"], f"{100 * r['noise_added']:.3f}%", f"{100 * r['accuracy']:.2f}",
+                f"{r['delta']:+.2f}", latency, f"{r['size_bytes'] / 1e6:.3f}")
+    return [row(r) for r in f.fallbacks]
+
+
+def _fallback_note(f) -> str:
+    return ("Float fallback, measured: the file converted again with each of these layers kept float alone "
+            f"(`--keep-float MODULE`), top-1 on the report's images against this file's, latency against this "
+            f"file's in one interleaved run ({f.fallback_timing}), size.")
+
+
 def _file_layer_title(m, f) -> str:
     return f"{m.model} {f.target} {f.precision}: the layers adding the most noise in the shipped file"
 
@@ -147,6 +167,7 @@ def to_markdown(report) -> str:
         for f in m.file_layers:
             out += ["", f"## {_file_layer_title(m, f)}", "", _file_layer_note(f), ""]
             out += [_markdown_table(FILE_LAYER_HEADER, _file_layer_rows(f)), ""] if f.layers else []
+            out += [_fallback_note(f), "", _markdown_table(FALLBACK_HEADER, _fallback_rows(f)), ""] if f.fallbacks else []
         if m.layers:
             out += ["", f"## {m.model}: int8 error by layer, PT2E view (not a shipped file)", "",
                     f"Logits SQNR of the int8 graph: {m.layers.logits_sqnr_db:.1f} dB over {m.layers.images} images. "
@@ -243,6 +264,8 @@ def to_html(report) -> str:
         for f in m.file_layers:
             parts.append(f"<h2>{html.escape(_file_layer_title(m, f))}</h2><p>{html.escape(_file_layer_note(f))}</p>")
             parts.append(table(FILE_LAYER_HEADER, _file_layer_rows(f)) if f.layers else "")
+            if f.fallbacks:
+                parts.append(f"<p>{html.escape(_fallback_note(f))}</p>" + table(FALLBACK_HEADER, _fallback_rows(f)))
         if m.layers:
             parts.append(f"<h2>{html.escape(m.model)}: layers adding the most int8 noise, PT2E view (plain PT2E int8 "
                          "in PyTorch, not a shipped file)</h2>")

@@ -63,6 +63,7 @@ BAD_VALUES = {
     "report-eval-limit-zero": (("report", "--eval-limit", "0"), "--eval-limit must be at least 1"),
     "report-eval-limit-negative": (("report", "--eval-limit", "-1"), "--eval-limit must be at least 1"),
     "report-repeats-zero": (("report", "--repeats", "0"), "--repeats must be at least 1"),
+    "report-fallbacks-negative": (("report", "--fallbacks", "-1"), "--fallbacks must be at least 0"),
     "report-nothing-to-do": (("report", "--targets", "onnx", "--precisions", "int8"), "nothing to report"),
     "bundle-golden-zero": (("bundle", "--golden", "0"), "--golden must be at least 1"),
     "bundle-golden-negative": (("bundle", "--golden", "-1"), "--golden must be at least 1"),

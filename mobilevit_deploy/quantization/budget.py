@@ -24,9 +24,9 @@ from ..errors import BudgetError, ConversionError, DataError, InvalidValueError
 from ..outputs import ensure_folder, move_into_place, staging, write_text_atomic
 from ..parity import parity_path
 from ..spec import ExportSpec
+from .fallback import FALLBACK_KINDS
 
 DEFAULT_STEPS = 4            # layers kept float beyond the ones asked for, at most
-FALLBACK_KINDS = ("Conv2d", "Linear")   # the layers a float fallback takes: those whose weights int8 quantizes
 RANKED = 5                   # each step records the file's noisiest layers, this many
 
 

@@ -123,18 +123,18 @@ class CellResult:
 
 
 def convert_cell(prepared, target_name: str, precision: Precision, calibration: Calibration | None,
-                 parity, store: str | None, arm_cpus: tuple = ()) -> CellResult:
+                 parity, store: str | None, arm_cpus: tuple = (), keep_float: tuple[str, ...] = ()) -> CellResult:
     """Convert and check one cell in a scratch folder here, through the one convert sequence with the
     report's own calibration and parity images (and on `arm_cpus`: the schedule passes none for a target
-    that does not run on ARM64); the file then goes to `store` when it is given (a folder the driver reads
-    too), else back as bytes."""
+    that does not run on ARM64; `keep_float`: modules left in float, for a measured fallback); the file then
+    goes to `store` when it is given (a folder the driver reads too), else back as bytes."""
     from ..pipeline import convert_all
     from ..targets import get_target
 
     target = get_target(target_name)
     calibration = calibration if target.needs_calibration(precision) else None
     with tempfile.TemporaryDirectory(prefix="mvdeploy-cell-") as scratch, torch_threads(QUANTIZATION_THREADS):
-        result = convert_all(prepared, target, [prepared.spec(precision)], Path(scratch), inputs=parity,
+        result = convert_all(prepared, target, [prepared.spec(precision, keep_float=keep_float)], Path(scratch), inputs=parity,
                              calibration=calibration, arm_cpus=arm_cpus).results[0]
         parcel = pack(result.artifact.path, Path(scratch), None if store is None else Path(store))
     report = result.report

@@ -13,6 +13,8 @@ from torch import nn
 
 from ..errors import InvalidValueError
 
+FALLBACK_KINDS = ("Conv2d", "Linear")   # the layers a float fallback takes: those whose weights int8 quantizes
+
 
 def parse_modules(text: str | Sequence[str] | None) -> tuple[str, ...]:
     """"a.b,c.d" (or a list of names) as names, in order, each once; None or "" -> ()."""

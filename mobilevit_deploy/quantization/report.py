@@ -23,14 +23,25 @@ class FileLayers:
     images: int
     layers: list[dict] = field(default_factory=list)   # network order: module, kind, sqnr_db, noise_added
     why: str | None = None                             # why there are no layers (the engine cannot expose them)
+    fallbacks: list[dict] = field(default_factory=list)   # measured (--fallbacks): module, kind, noise_added, file,
+                                                          # accuracy, delta (points vs this file), latency_ratio,
+                                                          # size_bytes, size_ratio; or module, error
+    fallback_timing: str = ""                          # bench's control line for the fallbacks' latency ratios
 
     def worst(self, top: int = 8) -> list[dict]:
         """The layers adding the most noise power (relative to their signal), noisiest first."""
         return sorted(self.layers, key=lambda layer: -layer["noise_added"])[:top]
 
+    def candidates(self, count: int) -> list[dict]:
+        """The `count` noisiest layers a float fallback can take (convolutions and linears)."""
+        from .fallback import FALLBACK_KINDS
+
+        return [layer for layer in self.worst(len(self.layers)) if layer["kind"] in FALLBACK_KINDS][:count]
+
     def to_dict(self) -> dict:
         return {"target": self.target, "precision": self.precision, "engine": self.engine, "images": self.images,
-                "layers": self.layers, "why": self.why,
+                "layers": self.layers, "why": self.why, "fallbacks": self.fallbacks,
+                "fallback_timing": self.fallback_timing,
                 "method": "the shipped file's intermediate tensors against PyTorch's (fused), module by module: "
                           "the engine of mvdeploy debug"}
 

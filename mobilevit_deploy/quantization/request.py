@@ -22,6 +22,7 @@ DEFAULT_PRECISIONS = ("fp32", "fp16", "int8", "palettize6", "palettize4")   # ea
 DEFAULT_OUT = Path("mvdeploy-out/report")
 DEFAULT_REPEATS = 30             # timed single-image runs per variant
 DEFAULT_SHARD_SIZE = 256         # evaluation images per task: small enough to spread, large enough to amortise a load
+DEFAULT_FALLBACKS = 0            # layers per int8 file converted again kept float (each is one more conversion)
 
 Names = str | Sequence[str]      # "a,b" or ["a", "b"]
 
@@ -45,6 +46,7 @@ class ReportRequest:
     artifact_store: Path | None = None     # a folder the Ray workers and this machine all reach
     command: str = ""                      # the command line, recorded in report.json
     arm_cpus: tuple = ()                   # emulation.CpuProfile: parity also on ARM64 for targets that run there
+    fallbacks: int = DEFAULT_FALLBACKS     # per int8 file: its N noisiest layers, each kept float in a conversion of its own
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ def plan_report(request: ReportRequest) -> ReportPlan:
     for value, flag in ((r.eval_limit, "--eval-limit"), (r.repeats, "--repeats"), (r.workers, "--workers"),
                         (r.shard_size, "--shard-size")):
         at_least(value, 1, flag)
+    at_least(r.fallbacks, 0, "--fallbacks")
     if r.workers is not None and r.ray_address:
         raise InvalidValueError("--workers N starts a local Ray for this run and --ray-address (or RAY_ADDRESS) "
                                 "uses a running cluster: pass one of them")

@@ -51,7 +51,8 @@ def run_report(request: ReportRequest, on_step=lambda text: None,
                                  plan.precisions, eval_data=r.eval_data, calib_data=r.calib_data,
                                  eval_limit=r.eval_limit, repeats=r.repeats, reuse=r.reuse, executor=executor,
                                  shard_size=r.shard_size, artifact_store=r.artifact_store, on_step=on_step,
-                                 on_progress=on_progress, on_images=on_images, arm_cpus=r.arm_cpus)
+                                 on_progress=on_progress, on_images=on_images, arm_cpus=r.arm_cpus,
+                                 fallbacks=r.fallbacks)
     ran_on["tasks"] = executor.tally.to_dict()
     report = Report(r.command, tool_versions(), results, ran_on)
     return ReportRun(report, write_report(report, Path(r.out)))

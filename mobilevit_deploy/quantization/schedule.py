@@ -46,6 +46,18 @@ class _Cell:
 
 
 @dataclass
+class _Fallback:
+    """One int8 file converted again with one of its noisiest layers kept float (`--fallbacks`)."""
+
+    of: _Cell                               # the file it comes from
+    layer: dict                             # that file's per-layer row of the layer kept float
+    handle: object = None
+    result: CellResult | None = None
+    error: str | None = None
+    logits: dict = field(default_factory=dict)    # shard index -> ShardLogits
+
+
+@dataclass
 class _Job:
     """Everything one model's part of the report needs and collects."""
 
@@ -57,8 +69,11 @@ class _Job:
     reference_logits: dict = field(default_factory=dict)      # shard index -> ShardLogits
     reference_error: str | None = None
     cells: list[_Cell] = field(default_factory=list)
+    fallbacks: list[_Fallback] = field(default_factory=list)
     layers: object = None                                 # the per-layer analysis task
     calibration: Calibration | None = None
+    handles: dict = field(default_factory=dict)           # the executor's handles of the model, calibration,
+                                                          # parity images and shards, for the fallbacks' wave
 
 
 def measure_model(prepared: PreparedModel, targets: list[str], precisions: list[Precision], out_dir: Path,
@@ -76,7 +91,7 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
                    eval_limit: int | None = None, repeats: int = DEFAULT_REPEATS, layer_images: int = 16, reuse: bool = True,
                    executor=None, shard_size: int = DEFAULT_SHARD_SIZE, artifact_store: Path | None = None,
                    on_step=lambda text: None, on_progress=lambda done, total: None,
-                   on_images=lambda done, total: None, arm_cpus: tuple = ()) -> list[ModelReport]:
+                   on_images=lambda done, total: None, arm_cpus: tuple = (), fallbacks: int = 0) -> list[ModelReport]:
     """Every (model, target, precision) cell: convert (or reuse) it, evaluate it shard by shard, time it.
 
     The cells, the shards and the int8 per-layer analyses are tasks of `executor` (in this process
@@ -90,14 +105,21 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
     The evaluation images travel as references (`evaluation.py`): each shard task reads, decodes and
     preprocesses its own, so this process holds the shard definitions and the returned logits, never the
     pixels. `on_images(done, total)`: images evaluated so far, over the reference and every file; the
-    executor's `tally` gets the count and the seconds the tasks took."""
-    from ..scale import Failed, InProcessExecutor
+    executor's `tally` gets the count and the seconds the tasks took. `fallbacks`: then, in a second wave,
+    each int8 file whose target keeps layers float is converted again once per one of its `fallbacks`
+    noisiest layers (by its own per-layer table), each kept float alone, and evaluated the same way."""
+    from ..scale import InProcessExecutor
 
     shards(0, shard_size)                                  # refuse a bad size before any work
     executor = executor or InProcessExecutor()
     local = isinstance(executor, InProcessExecutor)
     jobs = [_new_job(p, out, targets, precisions, eval_data, calib_data, calib_samples, eval_limit, layer_images)
             for p, out in models]
+
+    def store_of(job: _Job) -> Path | None:
+        """Where a task puts the files it converts: the report's folder here, else --artifact-store or nowhere
+        (the file travels as bytes)."""
+        return job.out_dir if local else None if artifact_store is None else Path(artifact_store) / job.prepared.name
     tasks: list[tuple[object, Callable, int]] = []         # (handle, what to do with its outcome, its images)
 
     def add(handle, keep, images: int = 0) -> None:
@@ -113,8 +135,8 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
             add(executor.submit(reference_shard, model, shard), _keep(job.reference_logits, i, job, "reference"), count)
         calibration = executor.put(job.calibration) if job.calibration is not None else None
         parity = executor.put(parity_inputs(p, None, synthetic=8, real=0))
-        store = (job.out_dir if local else
-                 None if artifact_store is None else Path(artifact_store) / p.name)
+        job.handles = {"model": model, "calibration": calibration, "parity": parity, "shards": images}
+        store = store_of(job)
         for target_name in targets:
             target = get_target(target_name)
             for precision in precisions:
@@ -146,14 +168,32 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
             job.layers = executor.submit(analyze_layers, model, analyzer, calib, chosen)
             add(job.layers, _keep_layers(job))
 
+    timings = sum(1 + len(job.cells) for job in jobs)                  # one timing per variant, at the end
+    on_step("converting and evaluating")
+    total = len(tasks) + timings
+    done = _run_wave(executor, tasks, 0, total, on_progress, on_images)
+    if fallbacks:
+        for job in jobs:
+            _fallback_wave(job, executor, fallbacks, store_of(job), add)
+        on_step(f"float fallbacks: converting again with each of the {fallbacks} noisiest layers kept float")
+        total = done + len(tasks) + timings + len(jobs)
+        done = _run_wave(executor, tasks, done, total, on_progress, on_images)
+    for job in jobs:
+        on_step(f"{job.prepared.name}: timing, one variant after the other")
+        done = _finish(job, repeats, done, total, on_progress)
+    return [job.report for job in jobs]
+
+
+def _run_wave(executor, tasks: list, done: int, total: int, on_progress, on_images) -> int:
+    """Run `tasks` [(handle, keep, images)] to the end, keeping each outcome as it comes; progress counts on
+    from `done` out of `total`; -> the count after them."""
+    from ..scale import Failed
+
     kept = {handle: (keep, images) for handle, keep, images in tasks}
-    submitted = len(tasks)
-    total = submitted + sum(1 + len(job.cells) for job in jobs)         # + one timing per variant
     images_total, images_done, started = sum(images for *_, images in tasks), 0, time.perf_counter()
     outcomes = executor.completed([h for h, *_ in tasks])
     tasks.clear()                          # each outcome is let go once kept: Ray can free it from its store
-    on_step("converting and evaluating")
-    for done, (handle, outcome) in enumerate(outcomes, 1):
+    for done, (handle, outcome) in enumerate(outcomes, done + 1):
         keep, images = kept.pop(handle)
         keep(outcome)
         on_progress(done, total)
@@ -162,11 +202,40 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
             on_images(images_done, images_total)
             executor.tally.images += 0 if isinstance(outcome, Failed) else images
     executor.tally.seconds += time.perf_counter() - started
-    done = submitted
-    for job in jobs:
-        on_step(f"{job.prepared.name}: timing, one variant after the other")
-        done = _finish(job, repeats, done, total, on_progress)
-    return [job.report for job in jobs]
+    return done
+
+
+def _fallback_wave(job: _Job, executor, count: int, store: Path | None, add) -> None:
+    """The fallbacks' tasks for every int8 file of `job` whose target keeps layers float at its precision:
+    one conversion per layer kept float, into its own folder, then its shards."""
+    h = job.handles
+    for cell in job.cells:
+        target = get_target(cell.target)
+        if cell.error is not None or cell.layers is None or cell.precision not in target.float_fallback:
+            continue
+        for layer in cell.layers.candidates(count):
+            fallback = _Fallback(cell, layer)
+            folder = None if store is None else Path(store) / "keep-float" / layer["module"]
+            fallback.handle = executor.submit(convert_cell, h["model"], cell.target, cell.precision, h["calibration"],
+                                              h["parity"], None if folder is None else str(folder), (),
+                                              (layer["module"],))
+            job.fallbacks.append(fallback)
+            add(fallback.handle, _keep_fallback(fallback, job))
+            for i, (shard, images) in enumerate(h["shards"]):
+                add(executor.submit(evaluate_shard, fallback.handle, shard, job.prepared.preprocess, executor.threads),
+                    _keep(fallback.logits, i, fallback), images)
+
+
+def _keep_fallback(fallback: _Fallback, job: _Job):
+    from ..scale import Failed
+
+    def keep(outcome) -> None:
+        if isinstance(outcome, Failed):
+            fallback.error = f"conversion failed: {outcome.error}"
+            return
+        fallback.result = outcome
+        outcome.parcel.place(job.out_dir / "keep-float" / fallback.layer["module"])
+    return keep
 
 
 def _new_job(prepared: PreparedModel, out_dir: Path, targets, precisions, eval_data, calib_data,
@@ -311,7 +380,45 @@ def _finish(job: _Job, repeats: int, done: int, total: int, on_progress) -> int:
             parity_passed=cell.result.parity_passed, notes=list(cell.result.notes),
             arm64=[_arm64_figures(row) for row in cell.result.arm64], **figures))
         on_progress(done, total)
+    if job.fallbacks and reference is not None:
+        _fallback_figures(job, labels)
+        done += 1
+        on_progress(done, total)
     return done
+
+
+def _fallback_figures(job: _Job, labels: np.ndarray) -> None:
+    """Each fallback's figures, into the per-layer table of the file it comes from: top-1 on the report's images
+    against that file's, size, and latency against it in one interleaved run (`bench`)."""
+    from ..bench import bench
+
+    for cell in job.cells:
+        group = [f for f in job.fallbacks if f.of is cell]
+        if not group or cell.error is not None or cell.layers is None:
+            continue
+        plain = replace(cell.result.artifact, path=job.out_dir / cell.result.parcel.relpath)
+        plain_top1 = accuracy(_gathered(cell.logits), labels)
+        measured = []
+        for f in group:
+            row = {"module": f.layer["module"], "kind": f.layer["kind"], "noise_added": f.layer["noise_added"]}
+            cell.layers.fallbacks.append(row)
+            if f.error is None and len(f.logits) != len(cell.logits):
+                f.error = "evaluation failed"
+            if f.error is not None:
+                row["error"] = f.error
+                continue
+            artifact = replace(f.result.artifact, path=job.out_dir / "keep-float" / row["module"] / f.result.parcel.relpath)
+            top1 = accuracy(_gathered(f.logits), labels)
+            row.update(file=str(artifact.path), accuracy=top1, delta=100 * (top1 - plain_top1),
+                       size_bytes=artifact.size_bytes, size_ratio=artifact.size_bytes / plain.size_bytes,
+                       latency_ratio=None)
+            measured.append(row)
+        if measured:
+            timed = bench([plain.path, *[row["file"] for row in measured]])
+            for row, timing in zip(measured, timed.rows[1:]):
+                row["latency_ratio"] = timing.ratio
+            cell.layers.fallback_timing = (timed.control.describe() if timed.control is not None
+                                           else "no latency on this engine")
 
 
 def _arm64_figures(row: dict) -> dict:
