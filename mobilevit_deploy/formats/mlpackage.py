@@ -71,15 +71,39 @@ def model_files(package: Path) -> tuple[Path, Path]:
 
 def load_proto(package: Path):
     """The Model protobuf of a saved .mlpackage."""
-    from coremltools.proto import Model_pb2
-
     proto_path, _ = model_files(package)
-    proto = Model_pb2.Model()
+    proto = _model_pb2().Model()
     try:
         proto.ParseFromString(proto_path.read_bytes())
     except Exception as e:                       # protobuf's DecodeError has no stable import path
         raise ArtifactError(f"{proto_path}: not a Core ML model protobuf ({e})") from None
     return proto
+
+
+def _model_pb2():
+    """coremltools' generated protobuf module, without running coremltools' own __init__ when nothing has yet:
+    that loads every converter frontend (with executorch installed, its edge dialect too), about 15 s of
+    CPU before a protobuf can be read. The package's folder stands in for it while `coremltools.proto`
+    loads; a later `import coremltools` runs the real one and finds `coremltools.proto` loaded."""
+    import importlib.util
+    import sys
+    import types
+
+    if "coremltools" not in sys.modules:
+        spec = importlib.util.find_spec("coremltools")
+        if spec is None or not spec.submodule_search_locations:
+            raise ArtifactError("reading a .mlpackage needs coremltools: pip install 'mvdeploy[coreml]'")
+        folder = types.ModuleType("coremltools")
+        folder.__path__ = list(spec.submodule_search_locations)
+        sys.modules["coremltools"] = folder
+        try:
+            from coremltools.proto import Model_pb2
+        finally:
+            if sys.modules.get("coremltools") is folder:
+                del sys.modules["coremltools"]
+        return Model_pb2
+    from coremltools.proto import Model_pb2
+    return Model_pb2
 
 
 # coremltools' own metadata that is not a function of the model
