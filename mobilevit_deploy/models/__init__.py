@@ -75,8 +75,7 @@ def trained_size(name: str, state: dict, image_size: int) -> int:
         return cfg.default_image_size
     found = _table_shapes(state)
     at_side = _table_shapes(create_model(name, num_classes=1, image_size=image_size).state_dict())
-    at_default = _table_shapes(create_model(name, num_classes=1, image_size=image_size,
-                                            trained_size=cfg.default_image_size).state_dict())
+    at_default = _table_shapes(create_model(name, num_classes=1).state_dict())       # trained at the config's side
     return image_size if found == at_side != at_default else cfg.default_image_size
 
 
