@@ -63,14 +63,18 @@ def test_the_tables_first_layer_is_debugs_first_and_its_fallback_is_measured(mod
 
 def test_the_executorch_table_is_measured_inside_the_xnnpack_delegate(model_file, tmp_path):
     """The shipped .pte, its XNNPACK delegates' values exposed as outputs of a copy (same operators, weights
-    and scales: the copy's logits equal the file's), through `debug`'s engine (`debug_artifact`, as for TFLite
-    above): over 100 modules measured, the noisiest are int8 convolutions and linears. (test_debug: the same
-    capture on the fp32 .pte passes every module and names a weight changed in the file.)"""
+    and scales: the copy's logits equal the file's): the table names what `debug` ranks first; over 100 modules
+    measured, the noisiest are int8 convolutions and linears. (test_debug: the same capture on the fp32 .pte
+    passes every module and names a weight changed in the file.)"""
     plain = model_file("mobilevit_xxs", "executorch", Precision.int8)
+    path = tmp_path / plain.path.name                              # shared: debug writes beside its copy
+    shutil.copy(plain.path, path)
     prepared = pipeline.prepare_model("mobilevit_xxs", image_size=64)
     table = analyze_file(prepared, reused_cell(plain.path, "executorch", Precision.int8, plain.path.parent, None))
-    assert table.why is None and len(table.layers) > 100 and table.images == 4
+    debug = debug_file(path, "mobilevit_xxs", write_files=False)
+    assert table.why is None and len(table.layers) == len(debug.layers) > 100 and table.images == 4
     worst = table.worst(5)
+    assert [w["module"] for w in worst] == [r.module for r in debug.ranking(5)]
     assert {w["kind"] for w in worst} <= {"Conv2d", "Linear"} and worst[0]["noise_added"] > 0.005
     assert all(w["sqnr_db"] < 30 for w in worst)                   # int8 noise, where fp32 files give > 100 dB
     assert "XNNPACK values exposed as outputs" in table.engine
