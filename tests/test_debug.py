@@ -93,6 +93,18 @@ def test_a_value_kept_inside_its_module_is_not_its_output():
     assert align(modules, [leaving])[0].method == NAME
 
 
+def test_a_value_the_engine_cannot_hand_out_keeps_matching_in_order():
+    """An XNNPACK delegate's own output (key None: computed, not fetchable) takes its module's place, so the
+    next module of the same kind is not shifted onto it; without it (the negative control) a.fc would take
+    b.fc's tensor, as swin_micro's PatchMerging reductions once did in its ExecuTorch file."""
+    modules = [_module("a.fc", "Linear", 0, (1, 3)), _module("b.fc", "Linear", 1, (1, 3))]
+    tensors = [ArtifactTensor(None, "out", 0, (1, 3), None, "XNNFullyConnected"),
+               ArtifactTensor(5, "t1", 1, (1, 3), None, "XNNFullyConnected")]
+    mappings = {m.module: m for m in align(modules, tensors)}
+    assert mappings["a.fc"].tensor.key is None and mappings["b.fc"].tensor.key == 5
+    assert {m.module: m for m in align(modules, tensors[1:])}["a.fc"].tensor.key == 5
+
+
 # -- real files ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

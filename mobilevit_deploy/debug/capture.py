@@ -211,7 +211,8 @@ class ExecuTorchCapture(_OpenOnce):
 
         self.artifact = artifact
         copy = Path(workdir) / Path(artifact.path).name
-        self.exposed = {v.output: v for v in expose_intermediates(Path(artifact.path), copy)}
+        self.values_in_order = expose_intermediates(Path(artifact.path), copy)
+        self.exposed = {v.output: v for v in self.values_in_order if v.output is not None}
         self.runner = ExecuTorchRunner(replace(artifact, path=copy))
 
     def tensors(self, first_image: np.ndarray) -> list[ArtifactTensor]:
@@ -222,8 +223,10 @@ class ExecuTorchCapture(_OpenOnce):
         if not np.array_equal(self.runner.infer(first_image[None]), expected):
             raise ArtifactError(f"{self.artifact.path}: with its XNNPACK values exposed the program computes "
                                 "other logits, so its intermediate values would not be the shipped file's")
+        # a delegate's own outputs are listed too (key None: not fetchable), so that matching by kind and order
+        # never passes over the op that computes a module's output to take a later one of the same kind
         return [ArtifactTensor(v.output, f"delegate call {v.call}, node {v.node} {v.op}", order, v.shape, None, v.op)
-                for order, v in enumerate(self.exposed.values())]
+                for order, v in enumerate(self.values_in_order)]
 
     def values(self, keys: list, images: np.ndarray) -> dict:
         per_key: dict = {k: [] for k in keys}

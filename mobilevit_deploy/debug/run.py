@@ -1,6 +1,7 @@
 """`debug`: run PyTorch and an exported file side by side, layer by layer, and name where they part."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,8 @@ def debug_artifact(target, artifact, prepared, data: Path | None = None) -> Debu
 
     with workspace() as tmp, engine_capture(target, artifact, names, Path(tmp)) as capture:
         tensors = capture.tensors(inputs.images[0])
-        mappings = align(modules, tensors, capture.nhwc_first)
+        mappings = [m if m.tensor is None or m.tensor.key is not None else replace(m, tensor=None, method=UNMAPPED)
+                    for m in align(modules, tensors, capture.nhwc_first)]   # key None: computed, not fetchable
         keys = list(dict.fromkeys(m.tensor.key for m in mappings if m.tensor is not None))
         values = capture.values(keys, inputs.images)
         engine = capture.engine

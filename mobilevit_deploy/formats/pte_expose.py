@@ -50,7 +50,8 @@ XNNPACK = "XnnpackBackend"
 class ExposedValue:
     """One value inside an XNNPACK delegate, now the method's output number `output`."""
 
-    output: int
+    output: int | None           # None: already the delegate's own output, which the method does not hand out
+                                 # (planned memory a later kernel may reuse): computed, in order, not fetchable
     call: int                    # which delegate call (in execution order) computes it
     node: int                    # the XNNPACK node's position in its graph
     op: str                      # the XNode type: "XNNConv2d", "XNNFullyConnected", "XNNSoftmax", ...
@@ -104,6 +105,9 @@ def _expose_plan(plan: dict, program: dict, segments: list[bytes], graphs: "_Fla
                                 f"{graph['num_externs']} external values")
         for node, op, value, scale, zero_point in _node_outputs(graph):
             datatype = value["datatype"].removeprefix("xnn_datatype_")
+            if value["flags"] & EXTERNAL_OUTPUT:
+                exposed.append(ExposedValue(None, number, node, op, tuple(int(d) for d in value["dims"]), datatype))
+                continue
             value["external_id"] = graph["num_externs"]
             value["flags"] |= EXTERNAL_OUTPUT
             graph["output_ids"].append(graph["num_externs"])
@@ -130,8 +134,8 @@ def _expose_plan(plan: dict, program: dict, segments: list[bytes], graphs: "_Fla
 
 
 def _node_outputs(graph: dict):
-    """(node position, op, tensor value, scale, zero point) of every activation a node writes that can be
-    exposed: not a constant, not external already, per-tensor quantized if quantized."""
+    """(node position, op, tensor value, scale, zero point) of every activation a node writes, in node order:
+    not a constant, per-tensor quantized if quantized; the delegate's own outputs among them (flagged)."""
     values = {_tensor(v)["id_out"]: v for v in graph["xvalues"]}
     for position, node in enumerate(graph["xnodes"]):
         fields = node["xnode_union"]
@@ -140,7 +144,7 @@ def _node_outputs(graph: dict):
                 continue
             value = values[fields[name]]
             tensor = _tensor(value)
-            if (tensor["flags"] & (EXTERNAL_INPUT | EXTERNAL_OUTPUT) or tensor["constant_buffer_idx"]
+            if (tensor["flags"] & EXTERNAL_INPUT or tensor["constant_buffer_idx"]
                     or tensor["datatype"].removeprefix("xnn_datatype_") not in SCALAR_TYPES):
                 continue
             scale = zero_point = None

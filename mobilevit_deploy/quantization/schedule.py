@@ -153,7 +153,7 @@ def measure_models(models: list[tuple[PreparedModel, Path]], targets: list[str],
                                              parity, None if store is None else str(store), arm)
                 cell = _Cell(target_name, precision, handle, reused)
                 job.cells.append(cell)
-                add(handle, _keep_cell(cell, job))
+                add(handle, _keep_conversion(cell, None if reused else job.out_dir))
                 for i, (shard, count) in enumerate(images):
                     add(executor.submit(evaluate_shard, handle, shard, p.preprocess, executor.threads),
                         _keep(cell.logits, i, cell), count)
@@ -220,22 +220,10 @@ def _fallback_wave(job: _Job, executor, count: int, store: Path | None, add) -> 
                                               h["parity"], None if folder is None else str(folder), (),
                                               (layer["module"],))
             job.fallbacks.append(fallback)
-            add(fallback.handle, _keep_fallback(fallback, job))
+            add(fallback.handle, _keep_conversion(fallback, job.out_dir / "keep-float" / layer["module"]))
             for i, (shard, images) in enumerate(h["shards"]):
                 add(executor.submit(evaluate_shard, fallback.handle, shard, job.prepared.preprocess, executor.threads),
                     _keep(fallback.logits, i, fallback), images)
-
-
-def _keep_fallback(fallback: _Fallback, job: _Job):
-    from ..scale import Failed
-
-    def keep(outcome) -> None:
-        if isinstance(outcome, Failed):
-            fallback.error = f"conversion failed: {outcome.error}"
-            return
-        fallback.result = outcome
-        outcome.parcel.place(job.out_dir / "keep-float" / fallback.layer["module"])
-    return keep
 
 
 def _new_job(prepared: PreparedModel, out_dir: Path, targets, precisions, eval_data, calib_data,
@@ -267,16 +255,18 @@ def _keep(into: dict, index: int, owner, what: str = ""):
     return keep
 
 
-def _keep_cell(cell: _Cell, job: _Job):
+def _keep_conversion(owner: _Cell | _Fallback, folder: Path | None):
+    """A conversion's outcome on its cell or fallback: the result, or why it failed; its file placed in
+    `folder` (the report's folder holds every file it measured; None: a reused file, already there)."""
     from ..scale import Failed
 
     def keep(outcome) -> None:
         if isinstance(outcome, Failed):
-            cell.error = f"conversion failed: {outcome.error}"
+            owner.error = f"conversion failed: {outcome.error}"
             return
-        cell.result = outcome
-        if not cell.reused:
-            outcome.parcel.place(job.out_dir)      # the report's folder holds every file it measured
+        owner.result = outcome
+        if folder is not None:
+            outcome.parcel.place(folder)
     return keep
 
 
