@@ -233,9 +233,7 @@ class ExecuTorchCapture(_OpenOnce):
         for i in range(len(images)):
             for k, value in self.runner.infer_intermediates(images[i:i + 1], keys).items():
                 exposed = self.exposed[k]
-                real = (value.astype(np.float32) if exposed.scale is None else
-                        ((value.astype(np.float32) - exposed.zero_point) * exposed.scale).astype(np.float32))
-                per_key[k].append(real)
+                per_key[k].append(_dequantized(value, {"scale": exposed.scale, "zero_point": exposed.zero_point}))
         return {k: np.stack(v) for k, v in per_key.items()}
 
     @property

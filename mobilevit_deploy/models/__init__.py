@@ -62,8 +62,6 @@ def create_model(name: str, num_classes: int = 1000, image_size: int | None = No
     return model.eval()
 
 
-
-
 def trained_size(name: str, state: dict, image_size: int) -> int:
     """The side a weights file of model `name` was trained at: the config's, as every public checkpoint,
     unless the file's Swin bias tables are those of the model trained at `image_size` and not those of
