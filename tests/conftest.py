@@ -15,6 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))      # `from toys import ...` in every test file
 
+from warm_cli import stop_server, warm_server  # noqa: E402
+
 # Two xdist workers on two cores: every engine (runners.base.engine_threads) and every CLI subprocess's
 # PyTorch on one thread. Two-thread pools in both workers wait for each other by spinning: measured on
 # `mvdeploy check` of swin_micro's ExecuTorch int8 file beside one busy core, 65 s of CPU at 2 threads,
@@ -31,8 +33,22 @@ def run_cli(*args, env: dict | None = None, cwd=None, timeout: int = 600,
     env.pop("MVDEPLOY_VERBOSE", None)
     if tmpdir is not None:
         env["TMPDIR"] = str(tmpdir)
+    server = warm_server()
+    if server.serves(env):              # a fork of an interpreter that has imported the CLI (tests/warm_cli.py)
+        return server.run(list(args), env, cwd, timeout)
+    return run_fresh(*args, env=env, cwd=cwd, timeout=timeout)
+
+
+def run_fresh(*args, env: dict | None = None, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m mobilevit_deploy.cli` in a new interpreter."""
     return subprocess.run([sys.executable, "-m", "mobilevit_deploy.cli", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _warm_cli_stops():
+    yield
+    stop_server()
 
 
 # Test files whose cases are spread over both xdist workers one by one; every other file runs whole on one

@@ -125,3 +125,19 @@ def test_foreign_target_option_is_refused_before_any_work(cli, tmp_path):
     _assert_clean_failure(cli("convert", "--target", "tflite", "--ios", "16", "--out", out),
                           "target tflite has no option 'ios'")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [("--help",), ("convert", "--image-size", "0"), ("convert", "--image-size", "abc"),
+                                  ("doctor",)], ids=["help", "bad-value", "usage-error", "doctor"])
+def test_a_warm_run_is_the_fresh_process_byte_for_byte(args, tmp_path):
+    """`run_cli` forks an interpreter that has imported the CLI (tests/warm_cli.py): the same command in a
+    new interpreter gives the same exit code, stdout and stderr. A call that changes what Python reads at
+    start-up (PYTHONPATH) is not served warm."""
+    import os
+
+    from conftest import run_cli, run_fresh
+    from warm_cli import warm_server
+
+    warm, fresh = run_cli(*args, cwd=tmp_path), run_fresh(*args, env=dict(os.environ), cwd=tmp_path)
+    assert warm_server().serves(dict(os.environ)) and not warm_server().serves({**os.environ, "PYTHONPATH": "/x"})
+    assert (warm.returncode, warm.stdout, warm.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
