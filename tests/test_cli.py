@@ -141,3 +141,16 @@ def test_a_warm_run_is_the_fresh_process_byte_for_byte(args, tmp_path):
     warm, fresh = run_cli(*args, cwd=tmp_path), run_fresh(*args, env=dict(os.environ), cwd=tmp_path)
     assert warm_server().serves(dict(os.environ)) and not warm_server().serves({**os.environ, "PYTHONPATH": "/x"})
     assert (warm.returncode, warm.stdout, warm.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+
+
+def test_a_server_whose_import_writes_anything_serves_nothing(monkeypatch):
+    """The negative control of the warm CLI: an interpreter that prints while it imports the CLI (here
+    PYTHONVERBOSE's import lines) would hide from the one-line tests what a user sees, so it serves no call."""
+    from warm_cli import WarmCli
+
+    monkeypatch.setenv("PYTHONVERBOSE", "1")
+    server = WarmCli()
+    try:
+        assert server.chatter and not server.usable and not server.serves(dict(server.env))
+    finally:
+        server.close()

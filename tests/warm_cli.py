@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 COMMAND = ("-m", "mobilevit_deploy.cli")
@@ -98,16 +99,23 @@ class WarmCli:
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.env = dict(os.environ)
+        said = tempfile.TemporaryFile()            # a file, not a pipe: whatever it writes never blocks it
         self.process = subprocess.Popen([sys.executable, "-c", SERVER, str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                                        stdout=said, stderr=said, stdin=subprocess.DEVNULL)
         theirs.close()
         self.sock = ours
-        ready = ours.recv(64)
-        self.chatter = b""
-        if ready != b"ready":
+        ours.settimeout(300)
+        try:
+            ready = ours.recv(64)
+        except OSError:
+            ready = b""
+        ours.settimeout(None)
+        if ready != b"ready":                     # it could not import the CLI: every call runs fresh
             self.chatter = b"the server did not start"
         else:
-            self.chatter = _available(self.process.stdout) + _available(self.process.stderr)
+            said.seek(0)
+            self.chatter = said.read()
+        said.close()
 
     @property
     def usable(self) -> bool:
@@ -142,15 +150,6 @@ class WarmCli:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
-
-
-def _available(pipe) -> bytes:
-    """What the server wrote so far, without waiting for more."""
-    os.set_blocking(pipe.fileno(), False)
-    try:
-        return pipe.read() or b""
-    except BlockingIOError:
-        return b""
 
 
 def _read_both(out_fd: int, err_fd: int, deadline: float) -> tuple[bytes, bytes]:
