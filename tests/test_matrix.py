@@ -24,13 +24,10 @@ FAST = {
 # without saying anything about a trained model (palettize6 on random mobilevit_xs at 64: cosine 0.985,
 # 15 dB; on the trained reference models: 0.999, 38-40 dB). Those cases run on the reference models only.
 LOW_BIT = {Precision.palettize6, Precision.palettize4, Precision.int4, Precision.w8a8}
-# One fp32 and one int8 case of a random-weight model without a reference checkpoint in the default run.
-# ExecuTorch's int8-dynamic (whose dynamically quantized convolutions once broke XNNPACK's lowering) is proved
-# by default on test_executorch's toy (convolutions, depthwise, attention, MLP: 11 s); on MobileViT (50 s) in slow.
-FAST_RANDOM = {("mobilevitv2_050", "tflite", None, Precision.fp32), ("mobilevitv2_050", "tflite", None, Precision.int8)}
-# Reference cases left to `make test-slow`: swin_micro's ExecuTorch fp32 program (a minute of lowering) lowers the
-# same Swin graph as its int8 one, whose attention XNNPACK runs in fp32 too, and ExecuTorch fp32 is mobilevit_xxs's.
-SLOW_REFERENCE = {("swin_micro", "executorch", None, Precision.fp32)}
+# Beyond FAST, by default: one fp32 and one int8 case of a random-weight model without a reference checkpoint,
+# and ExecuTorch's int8-dynamic on MobileViT (its dynamically quantized convolutions once broke XNNPACK's lowering).
+ALSO_FAST = {("mobilevitv2_050", "tflite", None, Precision.fp32), ("mobilevitv2_050", "tflite", None, Precision.int8),
+             ("mobilevit_xxs", "executorch", None, Precision.int8_dynamic)}
 KNOWN_DEFECTS = {
     ("mobilevit", "onnx2tf"): "onnx2tf 1.29.24 mis-converts the MobileViT block on 4x4 maps at 64x64 "
                                "(cosine ~0.88 at every precision on mobilevit_xxs; correct at 256)",
@@ -52,8 +49,7 @@ def _cases():
                 if name not in REFERENCE and precision in LOW_BIT:
                     continue
                 case = (name, target_name, converter, precision)
-                fast = ((name in REFERENCE and precision in FAST.get((target_name, converter), ())
-                         and case not in SLOW_REFERENCE) or case in FAST_RANDOM)
+                fast = (name in REFERENCE and precision in FAST.get((target_name, converter), ())) or case in ALSO_FAST
                 family = MODELS[name].family
                 defect = (KNOWN_DEFECTS.get((family, converter)) or KNOWN_DEFECTS.get((name, converter))
                           or KNOWN_DEFECTS.get((name, converter, precision)))
