@@ -18,7 +18,7 @@ install: $(STAMP) $(ARM64) $(KOTLINC)
 # Every extra of pyproject.toml (each target's toolchain, Ray, transformers) and the suite's own (dev), at the
 # versions constraints.txt pins; torch==2.13.0 is the CPU wheel. onnx2tf's own pins clash with the rest, so it
 # goes in without its dependencies, on top of what it really needs (the onnx2tf extra).
-# uv installs the same versions as pip in a quarter of the time (here 20 s against 80 s; `uv pip freeze` lists
+# uv installs the same versions as pip in a quarter of the time (here 16 s against 80 s; `uv pip freeze` lists
 # the same set); it does not read pip's configuration, so pip's find-links (where a machine keeps a wheel such
 # as torch's CPU build) are passed on. Where uv cannot be had, pip does the same install.
 $(STAMP): constraints.txt pyproject.toml

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))      # `from toys import ...` in every test file
 
-from warm_cli import stop_server, warm_server  # noqa: E402
+from warm_cli import cli_command, stop_server, warm_server  # noqa: E402
 
 # Two xdist workers on two cores: every engine (runners.base.engine_threads) and every CLI subprocess's
 # PyTorch on one thread. Two-thread pools in both workers wait for each other by spinning: measured on
@@ -41,8 +41,7 @@ def run_cli(*args, env: dict | None = None, cwd=None, timeout: int = 600,
 
 def run_fresh(*args, env: dict | None = None, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m mobilevit_deploy.cli` in a new interpreter."""
-    return subprocess.run([sys.executable, "-m", "mobilevit_deploy.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(cli_command(args), capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
 @pytest.fixture(autouse=True, scope="session")

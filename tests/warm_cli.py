@@ -27,6 +27,11 @@ import time
 
 COMMAND = ("-m", "mobilevit_deploy.cli")
 
+
+def cli_command(args) -> list[str]:
+    """The command line of `mvdeploy ARGS` in a new interpreter (what a warm run stands for)."""
+    return [sys.executable, *COMMAND, *map(str, args)]
+
 SERVER = r"""
 import os, pickle, socket, sys
 sock = socket.socket(fileno=int(sys.argv[1]))
@@ -134,14 +139,15 @@ class WarmCli:
         os.close(out_w)
         os.close(err_w)
         pid = pickle.loads(self.sock.recv(1 << 16))
+        command = cli_command(args)
         try:
             stdout, stderr = _read_both(out_r, err_r, time.monotonic() + timeout)
         except subprocess.TimeoutExpired:
             os.kill(pid, signal.SIGKILL)
             pickle.loads(self.sock.recv(1 << 16))
-            raise subprocess.TimeoutExpired([sys.executable, *COMMAND, *args], timeout) from None
+            raise subprocess.TimeoutExpired(command, timeout) from None
         status = pickle.loads(self.sock.recv(1 << 16))
-        return subprocess.CompletedProcess([sys.executable, *COMMAND, *map(str, args)], os.waitstatus_to_exitcode(status),
+        return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status),
                                            stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
     def close(self) -> None:
